@@ -1,0 +1,32 @@
+# The two commands of the README: `make train` (the main job) and `make test` (every test).
+# Both create .venv when it is missing and install everything into it themselves.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: train test lab bench clean-venv
+
+# torch is pinned to 2.13.0 so that machines with a local CPU wheel use it;
+# any other spec pulls several GB of CUDA packages from the registry.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -e ".[lessons,test]"
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(PY) -m mrcnn_edu train $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest --nbval --nbval-current-env -p no:cacheprovider tests lessons $(ARGS)
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab lessons/
+
+bench: $(STAMP)
+	$(PY) bench/bench_ops.py
+
+clean-venv:
+	rm -rf $(VENV)

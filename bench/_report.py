@@ -1,0 +1,58 @@
+"""Shared helpers for the benchmark scripts: timing and writing one section of docs/benchmarks.md.
+
+Each script owns one section of the page, between `<!-- BEGIN name -->` and `<!-- END name -->`,
+and rewrites only that section, so scripts can be re-run independently.
+"""
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+
+
+def median_ms(fn, repeat=7, warmup=1):
+    """Median wall time of fn() in milliseconds, after `warmup` untimed calls (numba compiles there)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def machine_line():
+    """One line naming the machine the numbers were taken on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import numpy, torch  # noqa: E401  (versions belong with the numbers)
+    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"numpy {numpy.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
+
+
+def write_section(name, markdown):
+    """Replace the section `name` of docs/benchmarks.md (append it if new)."""
+    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
+    block = f"{begin}\n{markdown.strip()}\n{end}"
+    text = PAGE.read_text() if PAGE.exists() else "# Benchmarks\n"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    PAGE.write_text(text)
+
+
+def command_line():
+    return "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])

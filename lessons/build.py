@@ -1,0 +1,95 @@
+"""Build and execute a lesson notebook from its source in lessons/src/.
+
+Each lesson is written as a plain Python file, `lessons/src/NN_topic.py`, with cells marked like
+this (the same markers VS Code and Jupytext understand):
+
+    # %% [markdown]
+    # # Title
+    # Text of a markdown cell, each line behind "# ".
+
+    # %%
+    code_cell()
+
+`python lessons/build.py 03` (or a file name, or `all`) writes `lessons/NN_topic.ipynb`, executes
+it in `lessons/` with the current Python environment, and saves it with outputs, so that
+`pytest --nbval lessons/` compares a fresh run against what was committed. The source file is
+the one to edit; the notebook is what learners open.
+"""
+import re
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+LESSONS = Path(__file__).resolve().parent
+SOURCES = LESSONS / "src"
+CELL_MARK = re.compile(r"^# %%(?P<kind> \[markdown\])?\s*$")
+
+
+def parse_cells(text):
+    """Split a lesson source into [(kind, source)] with kind 'markdown' or 'code'."""
+    cells, kind, lines = [], None, []
+
+    def flush():
+        body = "\n".join(lines).strip("\n")
+        if kind is not None and body.strip():
+            if kind == "markdown":
+                body = "\n".join(re.sub(r"^# ?", "", ln) for ln in body.split("\n"))
+            cells.append((kind, body))
+
+    for line in text.split("\n"):
+        m = CELL_MARK.match(line)
+        if m:
+            flush()
+            kind, lines = ("markdown" if m.group("kind") else "code"), []
+        else:
+            lines.append(line)
+    flush()
+    return cells
+
+
+def build_notebook(source):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    for i, (kind, body) in enumerate(parse_cells(source.read_text())):
+        make = nbformat.v4.new_markdown_cell if kind == "markdown" else nbformat.v4.new_code_cell
+        cell = make(body)
+        cell.id = f"{source.stem[:2]}-{i:03d}"  # stable ids keep diffs small
+        nb.cells.append(cell)
+    return nb
+
+
+def execute(nb, timeout=900):
+    NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                   resources={"metadata": {"path": str(LESSONS)}}).execute()
+    for cell in nb.cells:  # execution timestamps would make every re-run a diff
+        cell.metadata.pop("execution", None)
+    return nb
+
+
+def find_sources(args):
+    if not args or args == ["all"]:
+        return sorted(SOURCES.glob("[0-9][0-9]_*.py"))
+    found = []
+    for a in args:
+        matches = sorted(SOURCES.glob(f"{Path(a).stem[:2]}_*.py")) if a[:2].isdigit() else []
+        if not matches:
+            raise SystemExit(f"no lesson source matches {a!r} in {SOURCES}")
+        found += matches
+    return found
+
+
+def main(argv):
+    for source in find_sources(argv):
+        start = time.perf_counter()
+        nb = execute(build_notebook(source))
+        target = LESSONS / f"{source.stem}.ipynb"
+        nbformat.write(nb, target)
+        print(f"{target.name}: {len(nb.cells)} cells, executed in {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,1 @@
+"""COCO data: loading, synthetic shapes and subsets (lesson 00)."""

@@ -1,0 +1,1 @@
+"""Training, evaluation and prediction loops (lessons 10-12)."""
