@@ -1,0 +1,165 @@
+"""The one configuration dataclass of mrcnn_edu, and its presets (lesson 10_training_on_shapes).
+
+Every knob of the model and of training lives in `Config`, one commented field each, so the
+whole recipe reads in one screen. There is no config language: a preset is a function call,
+an override is `dataclasses.replace(preset("tiny"), max_iters=500)`, and a saved run stores
+`config.to_dict()` as JSON.
+
+    from mrcnn_edu.config import preset
+    cfg = preset("tiny")                                   # for a 2-core CPU
+    cfg = dataclasses.replace(preset("r50_fpn"), num_classes=80)
+
+Sizes are (height, width) where a pair is meant; boxes are (x1, y1, x2, y2) pixels.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass
+class Config:
+    """Model and training settings. Defaults are the paper's (Mask R-CNN, R-50-FPN)."""
+
+    # ---- backbone ----
+    backbone_depth: int = 50  # ResNet depth: 18 or 34 (BasicBlock), 50 (Bottleneck)
+    norm: str = "frozen_bn"  # "frozen_bn" (fixed ImageNet statistics) or "group_norm" (scratch)
+    group_norm_groups: int = 32  # groups for GroupNorm; channels must be divisible by it
+    backbone_weights: str | None = None  # path to a torchvision-named ResNet state dict, or None
+    freeze_at: int = 2  # no gradient to the stem (>= 1) and layer1 (>= 2); 0 when from scratch
+
+    # ---- FPN ----
+    fpn_channels: int = 256  # channels of every FPN output P2..P6
+
+    # ---- anchors ----
+    anchor_sizes: tuple[float, ...] = (32, 64, 128, 256, 512)  # sqrt(w * h), one per level
+    anchor_strides: tuple[int, ...] = (4, 8, 16, 32, 64)  # pixel stride of P2..P6
+    anchor_aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)  # h / w, at every location
+
+    # ---- RPN ----
+    rpn_pre_nms_top_n_train: int = 2000  # proposals kept per level before NMS, training
+    rpn_post_nms_top_n_train: int = 2000  # proposals kept per image after NMS, training
+    rpn_pre_nms_top_n_test: int = 1000  # proposals kept per level before NMS, inference
+    rpn_post_nms_top_n_test: int = 1000  # proposals kept per image after NMS, inference
+    rpn_nms_thresh: float = 0.7  # IoU above which a lower-scoring proposal is dropped
+    rpn_min_size: float = 1e-3  # proposals with a side below this (pixels) are dropped
+    rpn_fg_iou_thresh: float = 0.7  # anchor is positive at IoU >= this with some ground truth
+    rpn_bg_iou_thresh: float = 0.3  # anchor is negative at IoU < this with every ground truth
+    rpn_batch_size_per_image: int = 256  # anchors sampled per image for the RPN losses
+    rpn_positive_fraction: float = 0.5  # at most this fraction of those are positives
+
+    # ---- RoI heads ----
+    roi_fg_iou_thresh: float = 0.5  # proposal is foreground at IoU >= this
+    roi_bg_iou_thresh: float = 0.5  # proposal is background at IoU < this
+    roi_batch_size_per_image: int = 512  # RoIs sampled per image for the box and mask losses
+    roi_positive_fraction: float = 0.25  # at most this fraction of those are foreground
+    box_reg_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)  # (wx, wy, ww, wh)
+    box_pool_size: int = 7  # RoIAlign output side for the box head
+    box_head_dim: int = 1024  # width of the two fully connected layers of the box head
+    mask_pool_size: int = 14  # RoIAlign output side for the mask head
+    mask_head_dim: int = 256  # channels of the four 3x3 convs (and the deconv) of the mask head
+    mask_head_convs: int = 4  # number of 3x3 convs in the mask head
+    mask_size: int = 28  # side of a predicted mask (twice mask_pool_size, from the deconv)
+    sampling_ratio: int = 2  # RoIAlign samples per bin side; <= 0 means adaptive ceil(bin size)
+    num_classes: int = 80  # K foreground classes; the model predicts K + 1 with background 0
+
+    # ---- inference ----
+    score_thresh: float = 0.05  # detections with a class score below this are dropped
+    nms_thresh: float = 0.5  # per-class NMS IoU threshold on detections
+    detections_per_image: int = 100  # keep at most this many detections per image
+    mask_threshold: float = 0.5  # mask probability at which a pixel is inside the instance
+
+    # ---- input transform ----
+    min_size: int = 800  # resize so the shorter side is this many pixels ...
+    max_size: int = 1333  # ... unless the longer side would exceed this
+    size_divisible: int = 32  # pad the batch so H and W are multiples of this
+    pixel_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # RGB, images in [0, 1]
+    pixel_std: tuple[float, float, float] = (0.229, 0.224, 0.225)  # RGB, images in [0, 1]
+
+    # ---- optimisation ----
+    lr: float = 0.02  # SGD learning rate; the paper's 0.02 is for 16 images per step (scale it)
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 1e-4  # L2 penalty on weights
+    warmup_iters: int = 1000  # linear warm-up length in iterations
+    warmup_factor: float = 0.001  # learning rate multiplier at iteration 0 of the warm-up
+    max_iters: int = 90000  # total training iterations
+    lr_steps: tuple[int, ...] = (60000, 80000)  # iterations at which lr is multiplied by lr_gamma
+    lr_gamma: float = 0.1  # learning rate decay factor at each step
+    batch_size: int = 2  # images per process per iteration
+    grad_clip: float | None = None  # max gradient norm, or None for no clipping
+    amp: bool = False  # mixed precision (CUDA only)
+
+    # ---- bookkeeping ----
+    checkpoint_every: int = 5000  # save a checkpoint every this many iterations
+    log_every: int = 20  # print losses every this many iterations
+    seed: int = 0  # seed of torch, numpy and the data order
+    hflip_prob: float = 0.5  # probability of a horizontal flip of a training image
+    num_workers: int = 2  # DataLoader worker processes
+    train_split: str = "train2017"  # split trained on: annotations/instances_{split}.json
+    val_split: str = "val2017"  # split evaluated on (and the train split too, for overfitting)
+    categories: tuple[str, ...] | None = None  # category names to keep; None = all
+    output_dir: str = "runs/default"  # where checkpoints, logs and the config are written
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable dict: tuples become lists."""
+        return {f.name: _to_json(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        """Inverse of `to_dict`: lists become tuples again. Unknown keys raise ValueError."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown Config fields: {unknown}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def _to_json(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _tiny() -> Config:
+    """ResNet-18 + GroupNorm from scratch, small heads and small images: a 2-core CPU trains it."""
+    return Config(
+        backbone_depth=18,
+        norm="group_norm",
+        group_norm_groups=16,  # 64 channels in layer1 -> 4 per group
+        freeze_at=0,  # nothing is pretrained, so everything learns
+        fpn_channels=64,
+        anchor_sizes=(16, 32, 64, 128, 256),  # objects in a 256-px image are small
+        rpn_pre_nms_top_n_train=1000,
+        rpn_post_nms_top_n_train=500,
+        rpn_pre_nms_top_n_test=500,
+        rpn_post_nms_top_n_test=250,
+        roi_batch_size_per_image=128,
+        sampling_ratio=1,  # a quarter of the RoIAlign work of 2; same AP on the shapes data
+        box_head_dim=256,
+        mask_head_dim=64,
+        min_size=256,
+        max_size=512,
+        lr=0.02,  # GroupNorm and gradient clipping keep batch-2 training stable at this rate
+        warmup_iters=50,
+        max_iters=1000,
+        lr_steps=(800,),
+        batch_size=2,
+        grad_clip=10.0,
+        checkpoint_every=200,
+        log_every=10,
+        num_workers=0,
+        output_dir="runs/tiny",
+    )
+
+
+def _r50_fpn() -> Config:
+    """The paper's Mask R-CNN R-50-FPN 1x schedule (torchvision's defaults), for a GPU."""
+    return Config(output_dir="runs/r50_fpn")
+
+
+_PRESETS = {"tiny": _tiny, "r50_fpn": _r50_fpn}
+
+
+def preset(name: str) -> Config:
+    """A fresh Config for a named recipe: "tiny" (2-core CPU) or "r50_fpn" (the paper, GPU)."""
+    if name not in _PRESETS:
+        raise ValueError(f"unknown preset {name!r}; expected one of {sorted(_PRESETS)}")
+    return _PRESETS[name]()

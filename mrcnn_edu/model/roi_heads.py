@@ -1,0 +1,194 @@
+"""RoI heads: box classification, box refinement and masks on the proposals (lesson 09_roi_heads).
+
+He et al. 2017: "In the second stage, in parallel to predicting the class and box offset,
+Mask R-CNN also outputs a binary mask for each RoI."
+
+Training (`losses`): the ground-truth boxes join the proposals (so every object has at least
+one perfect RoI from the first iteration on); each RoI is matched to the ground truth at IoU
+0.5 (foreground >= 0.5, background below); 512 RoIs per image are sampled with at most 25%
+foreground. The box head sees all sampled RoIs (RoIAlign 7x7 on the FPN level that suits
+their size, two FC layers, K + 1 class logits and class-specific deltas with weights
+(10, 10, 5, 5)); the mask head sees only the foreground ones (RoIAlign 14x14, four 3x3 convs,
+a 2x deconv, a 1x1 conv to K + 1 masks of 28 x 28; only the ground-truth class's mask is
+penalised).
+
+Inference (`detect`): every proposal gets K class scores and K decoded boxes; (box, class)
+pairs scoring > 0.05 survive, per-class NMS at 0.5, the best 100 per image are kept, and the
+mask head runs on those final boxes.
+
+Shape legend: K1 = num_classes + 1 (background 0 and K classes), N proposals of one image,
+S sampled RoIs (all images), F foreground RoIs, D detections, C channels, M mask side (28).
+RoIs for RoIAlign are (x, 5) rows [batch_index, x1, y1, x2, y2] in resized-image pixels.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mrcnn_edu.ops import (
+    batched_nms,
+    box_iou,
+    clip_boxes,
+    decode_boxes,
+    encode_boxes,
+    fast_rcnn_loss,
+    mask_loss,
+    mask_targets,
+    match_anchors,
+    multiscale_roi_align,
+    remove_small_boxes,
+    sample_labels,
+)
+
+
+class BoxHead(nn.Module):
+    """Two FC layers (the paper's "2fc" head), then K1 class logits and 4 * K1 box deltas."""
+
+    def __init__(self, in_channels: int, pool_size: int, dim: int, num_classes: int):
+        super().__init__()
+        self.fc6 = nn.Linear(in_channels * pool_size * pool_size, dim)
+        self.fc7 = nn.Linear(dim, dim)
+        self.cls_score = nn.Linear(dim, num_classes + 1)
+        self.bbox_pred = nn.Linear(dim, 4 * (num_classes + 1))
+        # Small initial outputs: uniform class scores and near-zero deltas at the start.
+        nn.init.normal_(self.cls_score.weight, std=0.01)
+        nn.init.normal_(self.bbox_pred.weight, std=0.001)
+        for layer in (self.cls_score, self.bbox_pred):
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = F.relu(self.fc6(x.flatten(1)))  # (S, dim)
+        x = F.relu(self.fc7(x))  # (S, dim)
+        return self.cls_score(x), self.bbox_pred(x)  # (S, K1), (S, 4 * K1)
+
+
+class MaskHead(nn.Module):
+    """`num_convs` 3x3 convs + ReLU, a 2x2 stride-2 deconv + ReLU, a 1x1 conv to K1 mask logits."""
+
+    def __init__(self, in_channels: int, dim: int, num_convs: int, num_classes: int):
+        super().__init__()
+        widths = [in_channels] + [dim] * num_convs
+        self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1)
+                                   for a, b in zip(widths, widths[1:]))
+        self.deconv = nn.ConvTranspose2d(dim, dim, 2, stride=2)
+        self.predictor = nn.Conv2d(dim, num_classes + 1, 1)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv in self.convs:
+            x = F.relu(conv(x))  # (F, dim, 14, 14)
+        x = F.relu(self.deconv(x))  # (F, dim, 28, 28)
+        return self.predictor(x)  # (F, K1, 28, 28)
+
+
+def as_rois(boxes_per_image: list[torch.Tensor]) -> torch.Tensor:
+    """[(N_b, 4)] -> (sum N_b, 5) rows [b, x1, y1, x2, y2] for RoIAlign."""
+    return torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], dim=1)
+                      for i, b in enumerate(boxes_per_image)])
+
+
+class RoIHeads(nn.Module):
+    """Box and mask heads on P2..P5: `losses(...)` for training, `detect(...)` for inference."""
+
+    def __init__(self, cfg, in_channels: int):
+        super().__init__()
+        self.cfg = cfg
+        self.box_head = BoxHead(in_channels, cfg.box_pool_size, cfg.box_head_dim, cfg.num_classes)
+        self.mask_head = MaskHead(in_channels, cfg.mask_head_dim, cfg.mask_head_convs,
+                                  cfg.num_classes)
+
+    def pool(self, features, rois, size) -> torch.Tensor:
+        """RoIAlign of each RoI on its level P2..P5: rois (x, 5) -> (x, C, size, size)."""
+        ratio = self.cfg.sampling_ratio
+        return multiscale_roi_align(features[:4], rois, size, sampling_ratio=ratio)
+
+    # ---- training ----
+    def sample(self, proposals, target, generator=None):
+        """One image: match proposals + gt to the gt and sample RoIs.
+
+        Returns boxes (S_b, 4), class labels (S_b,) in 0..K, matched gt index (S_b,) (meaningful
+        where label > 0) and box regression targets (S_b, 4).
+        """
+        cfg = self.cfg
+        gt = target["boxes"].to(proposals)  # (G, 4) in the proposals' float32 (or float64)
+        boxes = torch.cat([proposals, gt])  # (N + G, 4)
+        iou = box_iou(gt, boxes)  # (G, N + G)
+        matched, fg = match_anchors(iou, cfg.roi_fg_iou_thresh, cfg.roi_bg_iou_thresh, False)
+        fg = sample_labels(fg, cfg.roi_batch_size_per_image, cfg.roi_positive_fraction, generator)
+        keep = torch.nonzero(fg >= 0).flatten()  # (S_b,)
+        boxes, matched, fg = boxes[keep], matched[keep], fg[keep]
+        if gt.shape[0] == 0:  # every RoI is background: labels 0, nothing to regress to
+            return boxes, torch.zeros_like(fg), matched, torch.zeros_like(boxes)
+        labels = torch.where(fg == 1, target["labels"].to(fg.device)[matched], 0)  # (S_b,)
+        deltas = encode_boxes(boxes, gt[matched], cfg.box_reg_weights)  # (S_b, 4)
+        return boxes, labels, matched, deltas
+
+    def losses(self, features, proposals, targets, generator=None) -> dict:
+        """loss_classifier and loss_box over the sampled RoIs, loss_mask over their foreground."""
+        samples = [self.sample(p, t, generator) for p, t in zip(proposals, targets)]
+        boxes, labels, matched, deltas = (list(x) for x in zip(*samples))
+        roi_features = self.pool(features, as_rois(boxes), self.cfg.box_pool_size)  # (S, C, 7, 7)
+        class_logits, box_regression = self.box_head(roi_features)  # (S, K1), (S, 4 * K1)
+        dtype = proposals[0].dtype  # the losses in float32 even under autocast
+        class_logits, box_regression = class_logits.to(dtype), box_regression.to(dtype)
+        loss_classifier, loss_box = fast_rcnn_loss(class_logits, box_regression,
+                                                   torch.cat(labels), torch.cat(deltas))
+        loss_mask = self.mask_loss(features, boxes, labels, matched, targets)
+        return {"loss_classifier": loss_classifier, "loss_box": loss_box, "loss_mask": loss_mask}
+
+    def mask_loss(self, features, boxes, labels, matched, targets) -> torch.Tensor:
+        """Mask BCE on the foreground RoIs only: background RoIs have no mask to learn."""
+        fg = [lab > 0 for lab in labels]
+        rois = as_rois([b[f] for b, f in zip(boxes, fg)])  # (F, 5)
+        logits = self.mask_head(self.pool(features, rois, self.cfg.mask_pool_size))  # (F, K1, M, M)
+        gt_masks = torch.cat([mask_targets(t["masks"], m[f], b[f], self.cfg.mask_size)
+                              for t, m, b, f in zip(targets, matched, boxes, fg)])  # (F, M, M)
+        fg_labels = torch.cat([lab[f] for lab, f in zip(labels, fg)])  # (F,)
+        return mask_loss(logits.to(gt_masks.dtype), fg_labels, gt_masks)
+
+    # ---- inference ----
+    @torch.no_grad()
+    def detect(self, features, proposals, image_sizes) -> list[dict]:
+        """Per image {boxes (D, 4) in resized pixels, labels (D,), scores (D,), masks (D, M, M)}.
+
+        masks are probabilities of the detected class; `BatchTransform.postprocess` pastes them.
+        """
+        rois = as_rois(proposals)  # (N_all, 5)
+        roi_features = self.pool(features, rois, self.cfg.box_pool_size)  # (N_all, C, 7, 7)
+        class_logits, box_regression = self.box_head(roi_features)  # (N_all, K1), (N_all, 4 * K1)
+        dtype = proposals[0].dtype  # decode in float32 even under autocast
+        class_logits, box_regression = class_logits.to(dtype), box_regression.to(dtype)
+        counts = [len(p) for p in proposals]
+        scores = class_logits.softmax(-1).split(counts)  # [(N, K1)]
+        detections = [self.select(*args) for args in
+                      zip(proposals, scores, box_regression.split(counts), image_sizes)]
+
+        rois = as_rois([d["boxes"] for d in detections])  # (D_all, 5)
+        mask_features = self.pool(features, rois, self.cfg.mask_pool_size)  # (D_all, C, 14, 14)
+        logits = self.mask_head(mask_features)  # (D_all, K1, M, M)
+        labels = torch.cat([d["labels"] for d in detections])  # (D_all,)
+        rows = torch.arange(len(labels), device=labels.device)
+        probs = logits[rows, labels].float().sigmoid()  # (D_all, M, M)
+        for d, p in zip(detections, probs.split([len(d["labels"]) for d in detections])):
+            d["masks"] = p  # (D, M, M) the mask of the detected class only
+        return detections
+
+    def select(self, proposals, scores, box_regression, image_size) -> dict:
+        """One image: proposals (N, 4), scores (N, K1), deltas (N, 4 * K1) -> final detections."""
+        cfg = self.cfg
+        n, k1 = scores.shape
+        boxes = decode_boxes(proposals, box_regression, cfg.box_reg_weights)  # (N, 4 * K1)
+        boxes = clip_boxes(boxes.view(n, k1, 4)[:, 1:].reshape(-1, 4), image_size)  # (N * K, 4)
+        labels = torch.arange(1, k1, device=scores.device).repeat(n)  # (N * K,) class of each row
+        scores = scores[:, 1:].reshape(-1)  # (N * K,) background dropped
+        keep = torch.nonzero(scores > cfg.score_thresh).flatten()
+        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        keep = remove_small_boxes(boxes, 1e-2)  # boxes clipping squashed to nothing
+        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        keep = batched_nms(boxes, scores, labels, cfg.nms_thresh)  # per class, best first
+        keep = keep[: cfg.detections_per_image]
+        return {"boxes": boxes[keep], "labels": labels[keep], "scores": scores[keep]}

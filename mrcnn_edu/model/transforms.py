@@ -1,0 +1,130 @@
+"""Input transforms: in-model batch transform, training augmentation (lesson 10_training_on_shapes).
+
+`BatchTransform` is the first and last step of `MaskRCNN.forward`:
+
+    images (3, H_i, W_i) in [0, 1], any sizes
+      -> resize so the shorter side is min_size (the longer at most max_size)
+      -> normalise with the ImageNet mean and std
+      -> pad bottom/right with zeros into one (B, 3, H_pad, W_pad) tensor, multiples of 32
+    ... the network runs on the batch ...
+    detections in resized pixels -> `postprocess` -> boxes and pasted masks in ORIGINAL pixels
+
+Targets go through the same resize (boxes scaled per axis, masks by nearest neighbour at pixel
+centres) and lose their crowd instances, which are never training targets.
+
+`RandomHorizontalFlip` is data augmentation: it belongs to the dataset
+(`CocoDataset(..., transforms=RandomHorizontalFlip(0.5))`), not to the model.
+
+Shape legend: B images, N instances, D detections, M mask side (28), H x W image size.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mrcnn_edu.ops import paste_masks
+
+
+def resized_size(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
+    """(h, w) after scaling the shorter side to min_size, unless the longer would pass max_size."""
+    scale = min(min_size / min(height, width), max_size / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))  # never a 0-pixel side
+
+
+def resize_target(target: dict, size: tuple[int, int]) -> dict:
+    """Boxes and masks of one target resized from the masks' (H, W) to `size` (h, w)."""
+    (h, w), (new_h, new_w) = target["masks"].shape[-2:], size
+    scale = target["boxes"].new_tensor([new_w / w, new_h / h, new_w / w, new_h / h])
+    masks = target["masks"].new_zeros((0, *size))  # (0, h, w): interpolate refuses empty input
+    if len(target["masks"]) > 0:
+        # nearest-exact samples at pixel centres, our convention; "nearest" is half a pixel off.
+        masks = F.interpolate(target["masks"][None].float(), size=size, mode="nearest-exact")
+        masks = masks[0].to(torch.uint8)  # (N, h, w)
+    return {"boxes": target["boxes"] * scale, "labels": target["labels"], "masks": masks}
+
+
+def drop_crowd(target: dict) -> dict:
+    """The non-crowd instances of a target (all of them without "iscrowd"): boxes, labels, masks."""
+    keep = target["iscrowd"] == 0 if "iscrowd" in target else slice(None)
+    return {k: target[k][keep] for k in ("boxes", "labels", "masks")}
+
+
+class BatchTransform(nn.Module):
+    """Resize, normalise and pad a list of images into one batch; map detections back.
+
+    forward(images, targets=None) -> (batch (B, 3, H_pad, W_pad), image_sizes [(h, w)], targets)
+    where image_sizes are the resized sizes before padding and targets (if given) hold resized
+    "boxes", "labels", "masks" of the non-crowd instances only.
+    """
+
+    def __init__(self, min_size: int, max_size: int, pixel_mean, pixel_std,
+                 size_divisible: int = 32):
+        super().__init__()
+        self.min_size, self.max_size, self.size_divisible = min_size, max_size, size_divisible
+        # Not persistent: they come from the config, so checkpoints need not carry them.
+        mean = torch.tensor(pixel_mean, dtype=torch.float32)[:, None, None]  # (3, 1, 1)
+        std = torch.tensor(pixel_std, dtype=torch.float32)[:, None, None]  # (3, 1, 1)
+        self.register_buffer("pixel_mean", mean, persistent=False)
+        self.register_buffer("pixel_std", std, persistent=False)
+
+    def forward(self, images: list[torch.Tensor], targets: list[dict] | None = None):
+        sizes = [resized_size(*img.shape[-2:], self.min_size, self.max_size) for img in images]
+        batch = self.pad([self.resize_image(img, size) for img, size in zip(images, sizes)])
+        if targets is not None:
+            targets = [resize_target(drop_crowd(t), size) for t, size in zip(targets, sizes)]
+        return batch, sizes, targets  # (B, 3, H_pad, W_pad), [(h, w)], [dict] or None
+
+    def resize_image(self, image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Normalise one (3, H, W) image and resize it bilinearly to size (h, w)."""
+        image = (image - self.pixel_mean) / self.pixel_std  # (3, H, W)
+        if tuple(image.shape[-2:]) == size:
+            return image
+        return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+
+    def pad(self, images: list[torch.Tensor]) -> torch.Tensor:
+        """Zero-pad bottom and right to a common size that is a multiple of size_divisible."""
+        d = self.size_divisible
+        height = -(-max(img.shape[-2] for img in images) // d) * d  # ceil to a multiple of d
+        width = -(-max(img.shape[-1] for img in images) // d) * d
+        batch = images[0].new_zeros(len(images), 3, height, width)  # (B, 3, H_pad, W_pad)
+        for b, img in enumerate(images):
+            batch[b, :, : img.shape[-2], : img.shape[-1]] = img
+        return batch
+
+    def postprocess(self, detections: list[dict], image_sizes, original_sizes,
+                    mask_threshold: float = 0.5) -> list[dict]:
+        """Boxes from resized to original pixels; mask probabilities (D, M, M) pasted into
+        the original image as uint8 (D, H, W)."""
+        results = []
+        for det, (h, w), (oh, ow) in zip(detections, image_sizes, original_sizes):
+            scale = det["boxes"].new_tensor([ow / w, oh / h, ow / w, oh / h])
+            boxes = det["boxes"] * scale  # (D, 4) original pixels
+            masks = paste_masks(det["masks"], boxes, (oh, ow), mask_threshold)  # (D, H, W) bool
+            results.append({"boxes": boxes, "labels": det["labels"], "scores": det["scores"],
+                            "masks": masks.to(torch.uint8)})
+        return results
+
+
+class RandomHorizontalFlip:
+    """Flip an image and its target left-right with probability p.
+
+    __call__(image (3, H, W), target) -> (image, target); the input target is not modified.
+    x -> W - x, so a box (x1, y1, x2, y2) becomes (W - x2, y1, W - x1, y2); masks are mirrored.
+    generator: None (torch's global RNG, which DataLoader reseeds per worker), an int seed,
+    or a torch.Generator.
+    """
+
+    def __init__(self, p: float = 0.5, generator=None):
+        self.p = p
+        if isinstance(generator, int):
+            generator = torch.Generator().manual_seed(generator)
+        self.generator = generator
+
+    def __call__(self, image: torch.Tensor, target: dict):
+        if torch.rand((), generator=self.generator).item() >= self.p:
+            return image, target
+        width = image.shape[-1]
+        x1, y1, x2, y2 = target["boxes"].unbind(1)  # 4 x (N,)
+        boxes = torch.stack([width - x2, y1, width - x1, y2], dim=1)  # (N, 4)
+        return image.flip(-1), {**target, "boxes": boxes, "masks": target["masks"].flip(-1)}

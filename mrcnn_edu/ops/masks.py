@@ -1,0 +1,77 @@
+"""Lesson 07: torch twin of `mrcnn_edu.reference.masks` (mask targets, pasting masks back).
+
+Shape legend: G ground-truth masks of one image, K RoIs, M x M mask grid, H x W image.
+
+Pasting is two matrix products per RoI: a (H, M) matrix Ry whose row y holds the two bilinear
+weights of image row y (zero outside the box), and a (W, M) matrix Rx for the columns, so that
+pasted = Ry @ mask @ Rx^T. RoIs go through in chunks so that at most CHUNK_PIXELS floats exist.
+"""
+import torch
+
+from .roi_align import roi_align
+
+CHUNK_PIXELS = 1 << 24  # image pixels computed at once (K_chunk * H * W): 64 MB of float32
+
+
+def mask_targets(gt_masks, matched_gt_index, rois, size=28):
+    """Torch twin of `mrcnn_edu.reference.masks.mask_targets`: same contract.
+
+    Tensors on any device; returns (K, size, size) in the rois' float dtype (float32 otherwise),
+    computed in that dtype (float64 rois reproduce the reference exactly).
+    """
+    if gt_masks.ndim != 3:
+        raise ValueError(f"gt_masks must have shape (G, H, W), got {tuple(gt_masks.shape)}")
+    if rois.ndim != 2 or rois.shape[1] != 4:
+        raise ValueError(f"rois must have shape (K, 4), got {tuple(rois.shape)}")
+    if matched_gt_index.shape != (len(rois),):
+        raise ValueError(f"matched_gt_index must have shape ({len(rois)},), "
+                         f"got {tuple(matched_gt_index.shape)}")
+    dtype = rois.dtype if rois.is_floating_point() else torch.float32
+    if len(rois) == 0:
+        return torch.zeros((0, size, size), dtype=dtype, device=rois.device)
+    # only the masks some RoI uses, in the RoIs' precision: a full-size float64 copy of every
+    # ground-truth mask would cost G x H x W x 8 bytes per image
+    used, batch = torch.unique(matched_gt_index.long(), return_inverse=True)  # (U,), (K,)
+    with_batch = torch.cat([batch[:, None].to(dtype), rois.to(dtype)], 1)  # (K, 5)
+    soft = roi_align(gt_masks[used][:, None].to(dtype), with_batch, size, 1.0,
+                     sampling_ratio=-1, aligned=True)[:, 0]  # (K, size, size)
+    return (soft >= 0.5).to(dtype)
+
+
+def _interpolation_matrix(start, end, cells, length):
+    """(K, length, cells) bilinear weights of image rows (or columns) over mask cells, 0 outside."""
+    centres = torch.arange(length, dtype=start.dtype, device=start.device) + 0.5  # (length,)
+    inside = (centres[None] >= start[:, None]) & (centres[None] < end[:, None])  # (K, length)
+    extent = (end - start).clamp(min=torch.finfo(start.dtype).tiny)[:, None]  # (K, 1)
+    u = ((centres[None] - start[:, None]) / extent * cells - 0.5).clamp(0, cells - 1)  # (K, length)
+    low = u.floor()
+    frac = u - low
+    high = (low + 1).clamp(max=cells - 1)
+    matrix = start.new_zeros((len(start), length, cells))
+    matrix.scatter_add_(2, low.long()[..., None], ((1 - frac) * inside)[..., None])
+    matrix.scatter_add_(2, high.long()[..., None], (frac * inside)[..., None])
+    return matrix, inside
+
+
+def paste_masks(masks, boxes, image_size, threshold=0.5):
+    """Torch twin of `mrcnn_edu.reference.masks.paste_masks`: same contract.
+
+    masks (K, M, M) float tensor, boxes (K, 4) on the same device. Returns (K, H, W) bool.
+    """
+    if masks.ndim != 3:
+        raise ValueError(f"masks must have shape (K, M, M), got {tuple(masks.shape)}")
+    if boxes.shape != (len(masks), 4):
+        raise ValueError(f"boxes must have shape ({len(masks)}, 4), got {tuple(boxes.shape)}")
+    height, width = (int(s) for s in image_size)
+    K, Mh, Mw = masks.shape
+    masks = masks if masks.is_floating_point() else masks.float()
+    boxes = boxes.to(masks.dtype)
+    out = torch.zeros((K, height, width), dtype=torch.bool, device=masks.device)
+    step = max(1, CHUNK_PIXELS // max(height * width, 1))
+    for i in range(0, K, step):  # chunks of RoIs, not single RoIs
+        part = slice(i, i + step)
+        rows, row_in = _interpolation_matrix(boxes[part, 1], boxes[part, 3], Mh, height)  # (k,H,M)
+        cols, col_in = _interpolation_matrix(boxes[part, 0], boxes[part, 2], Mw, width)  # (k, W, M)
+        pasted = rows @ masks[part] @ cols.transpose(1, 2)  # (k, H, W)
+        out[part] = (pasted >= threshold) & row_in[:, :, None] & col_in[:, None, :]
+    return out

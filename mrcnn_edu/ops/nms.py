@@ -1,0 +1,93 @@
+"""Non-maximum suppression (lesson 04_nms_and_matching), torch twin of `mrcnn_edu.reference.nms`.
+
+Shape legend: N boxes; B boxes per block; K boxes kept in a block.
+Same rule and the same stable order as the reference: visit by descending score (ties lower
+index first), drop a box whose IoU with a kept box is > iou_threshold.
+
+How it stays fast without a compiled kernel: the sorted boxes are swept in blocks of B.
+Inside a block the greedy decisions are solved as a fixed point of a small matrix equation
+(no loop over boxes); the block's kept boxes then suppress all later boxes at once with one
+(K, N) IoU. Boxes already suppressed are never looked at again, so clustered inputs get cheap.
+"""
+import torch
+
+from .boxes import box_area
+
+BLOCK = 256  # boxes per block: big enough to amortise the per-block overhead, small enough for cache
+
+
+def overlaps_above(boxes1, area1, boxes2, area2, iou_threshold):
+    """(K, L) bool: IoU(boxes1[k], boxes2[l]) > iou_threshold, with the arithmetic of `box_iou`
+    (so results agree bit for bit) but fused and in place, as NMS spends its time here.
+
+    A zero union means a zero intersection: 0 / 0 = NaN, and NaN > threshold is False, as the
+    IoU of 0 it stands for would be.
+    """
+    inter_w = torch.minimum(boxes1[:, None, 2], boxes2[None, :, 2])  # (K, L)
+    inter_w.sub_(torch.maximum(boxes1[:, None, 0], boxes2[None, :, 0])).clamp_(min=0)
+    inter_h = torch.minimum(boxes1[:, None, 3], boxes2[None, :, 3])  # (K, L)
+    inter_h.sub_(torch.maximum(boxes1[:, None, 1], boxes2[None, :, 1])).clamp_(min=0)
+    inter = inter_w.mul_(inter_h)  # (K, L)
+    union = (area1[:, None] + area2[None, :]).sub_(inter)  # (K, L)
+    return inter.div_(union) > iou_threshold  # (K, L)
+
+
+def resolve_block(suppresses):
+    """Greedy keep-flags of one block from its (B, B) strictly upper-triangular matrix
+    suppresses[i, j] = (i before j and IoU > threshold).
+
+    The greedy rule keep[j] = not any(keep[i] and suppresses[i, j] for i < j) is a triangular
+    system with exactly one solution, so iterating keep <- rule(keep) from all-True stops exactly
+    there (a fixed point must be it). Each step settles at least one more box in order; in
+    practice a few steps suffice.
+    """
+    weights = suppresses.to(torch.float32)  # (B, B) matmul does the "any" as a sum
+    keep = torch.ones(len(weights), dtype=torch.bool, device=weights.device)  # (B,)
+    while True:
+        new_keep = (keep.to(torch.float32) @ weights) == 0  # (B,) no kept box suppresses j
+        if torch.equal(new_keep, keep):
+            return keep
+        keep = new_keep
+
+
+def nms(boxes, scores, iou_threshold):
+    """Torch twin of `mrcnn_edu.reference.nms.nms`: same contract (int64 indices of the kept
+    boxes, highest score first; ties lower index first), any device and float dtype."""
+    boxes, scores = boxes.detach(), scores.detach()  # indices only: no graph, in-place is safe
+    order = torch.sort(scores, descending=True, stable=True).indices  # (N,)
+    sorted_boxes = boxes[order]  # (N, 4)
+    areas = box_area(sorted_boxes)  # (N,)
+    num = len(order)
+    alive = torch.ones(num, dtype=torch.bool, device=boxes.device)  # (N,) not yet suppressed
+    keep = torch.zeros(num, dtype=torch.bool, device=boxes.device)  # (N,) in sorted order
+    for start in range(0, num, BLOCK):  # a loop over N / B blocks, not over boxes
+        stop = min(start + BLOCK, num)
+        block = torch.nonzero(alive[start:stop]).flatten() + start  # (B',) survivors so far
+        if block.numel() == 0:
+            continue
+        block_boxes, block_areas = sorted_boxes[block], areas[block]  # (B', 4), (B',)
+        above = overlaps_above(block_boxes, block_areas, block_boxes, block_areas, iou_threshold)
+        suppresses = torch.triu(above, diagonal=1)  # (B', B') earlier -> later
+        kept = block[resolve_block(suppresses)]  # (K,)
+        keep[kept] = True
+        later = torch.nonzero(alive[stop:]).flatten() + stop  # (L,) survivors after the block
+        if later.numel() == 0:
+            continue
+        hit = overlaps_above(sorted_boxes[kept], areas[kept], sorted_boxes[later], areas[later],
+                             iou_threshold).any(dim=0)  # (L,) suppressed by a kept box
+        alive[later[hit]] = False
+    return order[keep]
+
+
+def offset_by_label(boxes, labels):
+    """Torch twin of `mrcnn_edu.reference.nms.offset_by_label`: label * (max - min + 1) shifts."""
+    span = boxes.max() - boxes.min() + 1
+    return boxes + (labels.to(boxes.dtype) * span)[:, None]  # (N, 4)
+
+
+def batched_nms(boxes, scores, labels, iou_threshold):
+    """Torch twin of `mrcnn_edu.reference.nms.batched_nms`: same contract (NMS within each
+    label, by the coordinate-offset trick)."""
+    if boxes.numel() == 0:
+        return torch.zeros(0, dtype=torch.int64, device=boxes.device)
+    return nms(offset_by_label(boxes, labels), scores, iou_threshold)
