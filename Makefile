@@ -16,8 +16,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[lessons,test]"
 	touch $(STAMP)
 
+# `make train`: the `subset` preset (tiny model, person class) on the COCO subset, evaluated on
+# val and train, written to runs/coco_subset/. A finished or interrupted run is never
+# overwritten: continue it with `make train ARGS=--resume`, or start another with RUN=runs/NAME.
+# THREADS=1 is fastest on a shared machine; on an idle one try THREADS=2 (docs/benchmarks.md).
+# Extra options: ARGS="--data DIR --device cuda --set max_iters=3000 ...".
+PRESET  ?= subset
+RUN     ?= runs/coco_subset
+THREADS ?= 1
 train: $(STAMP)
-	$(PY) -m mrcnn_edu train $(ARGS)
+	$(PY) -m mrcnn_edu train --preset $(PRESET) --output $(RUN) --threads $(THREADS) $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest --nbval --nbval-current-env -p no:cacheprovider tests lessons $(ARGS)

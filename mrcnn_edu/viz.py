@@ -4,7 +4,7 @@ Shape legend: N boxes or instances, H x W image size.
 
     image   (3, H, W) float in [0, 1] (our tensors) or (H, W, 3) / (H, W) numpy, uint8 or float
     boxes   (N, 4) xyxy pixels
-    masks   (N, H, W) 0/1 (or probabilities, thresholded at 0.5)
+    masks   (N, H, W) 0/1 (or probabilities: on where >= 0.5)
 
 Rules: pure functions, no global state; each takes an optional `ax` (a new figure when None) and
 returns the Axes it drew on. Inputs may be numpy arrays or torch tensors (on any device).
@@ -57,9 +57,12 @@ def show_image(image, ax=None, title=None):
     ax = get_ax(ax)
     img = image_hwc(image)
     h, w = img.shape[:2]
+    # a grayscale image is shown on its full range (0-1 float, 0-255 uint8), not stretched
+    gray = {}
+    if img.ndim == 2:
+        gray = dict(cmap="gray", vmin=0, vmax=1.0 if img.dtype.kind == "f" else 255)
     # extent puts pixel edges on integers, so xyxy boxes line up with what you see
-    ax.imshow(img, cmap="gray" if img.ndim == 2 else None, extent=(0, w, h, 0),
-              interpolation="nearest")
+    ax.imshow(img, extent=(0, w, h, 0), interpolation="nearest", **gray)
     ax.set_axis_off()
     if title is not None:
         ax.set_title(title)
@@ -109,7 +112,7 @@ def draw_masks(masks, ax=None, colors=None, alpha=0.5, labels=None):
     masks = to_numpy(masks)
     if masks.ndim == 2:
         masks = masks[None]
-    masks = masks > 0.5 if masks.dtype.kind == "f" else masks.astype(bool)  # (N, H, W)
+    masks = masks >= 0.5 if masks.dtype.kind == "f" else masks.astype(bool)  # (N, H, W)
     n, h, w = masks.shape
     overlay = np.zeros((h, w, 4))  # (H, W, RGBA)
     for i in range(n):

@@ -7,3 +7,4 @@
 """
 from .coco import CocoDataset, CocoFormatError, collate
 from .paths import resolve_data_root
+from .shapes import make_shapes_dataset

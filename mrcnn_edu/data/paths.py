@@ -23,11 +23,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 HOW_TO_BUILD = (
     "Build a subset of official COCO with\n"
-    "    python -m mrcnn_edu.data subset --annotations instances_train2017.json "
-    "--images-from COCO/train2017 --out data/coco_subset --split train2017 --num-images 200\n"
-    "(or --download instead of --images-from to fetch only those images from their coco_url),\n"
+    "    python -m mrcnn_edu.data subset --annotations COCO/annotations/instances_val2017.json "
+    "--out data/coco_subset --split val2017 --num-images 200 --images COCO/val2017\n"
+    "(without --images only the picked images are downloaded from their coco_url),\n"
     "or make a synthetic one with\n"
-    "    python -m mrcnn_edu.data shapes --out data/shapes\n"
+    "    python -m mrcnn_edu.data shapes data/shapes\n"
     f"then pass --data DIR to the command or set {ENV_VAR}=DIR."
 )
 
