@@ -233,16 +233,6 @@ def test_masks_of_a_random_scene_agree_with_pycocotools_and_twin():
 
 # ---------------------------------------------------------------- the real val2017 subset
 
-@pytest.fixture(scope="module")
-def val_gt():
-    from mrcnn_edu.data.paths import resolve_data_root
-    try:
-        path = resolve_data_root() / "annotations" / "instances_val2017.json"
-    except FileNotFoundError:
-        pytest.skip("no COCO subset found")
-    return json.loads(path.read_text())
-
-
 def test_val_subset_bbox_agrees_with_pycocotools_and_twin(val_gt):
     results = simulate_detections(val_gt, generator=0, with_masks=False)
     ours = ref.coco_evaluate(val_gt, results, "bbox")

@@ -15,16 +15,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:Depreca
 STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
-@pytest.fixture(scope="module")
-def val_gt():
-    from mrcnn_edu.data.paths import resolve_data_root
-    try:
-        path = resolve_data_root() / "annotations" / "instances_val2017.json"
-    except FileNotFoundError:
-        pytest.skip("no COCO subset found")
-    return json.loads(path.read_text())
-
-
 def small_gt():
     return {"images": [{"id": 5, "height": 8, "width": 10}],
             "annotations": [{"id": 1, "image_id": 5, "category_id": 18, "bbox": [1, 2, 4, 3], "area": 12.0,

@@ -10,17 +10,16 @@ Each output PNG shows the image, the masks of the detections scoring at least
 import sys
 from pathlib import Path
 
-import matplotlib
+import torch
+# A bare Figure draws to files without pyplot, so importing this module never changes the
+# backend of a notebook or GUI session that imports it.
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from mrcnn_edu import viz  # noqa: E402
-from mrcnn_edu.data import CocoDataset  # noqa: E402
-from mrcnn_edu.data.coco import read_rgb  # noqa: E402
-from mrcnn_edu.engine.checkpoint import load_model  # noqa: E402
-from mrcnn_edu.engine.evaluate import detect  # noqa: E402
+from mrcnn_edu import viz
+from mrcnn_edu.data import CocoDataset
+from mrcnn_edu.data.coco import read_rgb
+from mrcnn_edu.engine.checkpoint import load_model
+from mrcnn_edu.engine.evaluate import detect
 
 
 def load_image(path):
@@ -51,7 +50,6 @@ def save_figure(fig, path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 
@@ -63,7 +61,8 @@ def predict(checkpoint, images, out_dir, device="cpu", score_threshold=0.5):
         image = load_image(path)
         detections = detect(model, [image], device)[0]
         n = int((detections["scores"] >= score_threshold).sum())
-        fig, ax = plt.subplots(figsize=(8, 8 * image.shape[1] / image.shape[2]))
+        fig = Figure(figsize=(8, 8 * image.shape[1] / image.shape[2]))
+        ax = fig.add_subplot()
         show_detections(image, detections, class_names, ax=ax, score_threshold=score_threshold,
                         title=f"{path.name}: {n} detections with score >= {score_threshold}")
         written.append(save_figure(fig, Path(out_dir) / f"{path.stem}.png"))
@@ -80,7 +79,8 @@ def save_predictions_grid(model, config, data_root, device, path, num_images=6, 
         dataset = CocoDataset(data_root, split=config.train_split, categories=config.categories)
     n = min(num_images, len(dataset))
     rows = -(-n // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 4 * rows), squeeze=False)
+    fig = Figure(figsize=(4 * columns, 4 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False)
     for i, ax in enumerate(axes.flat):
         if i >= n:
             ax.set_axis_off()

@@ -12,10 +12,9 @@ line is a valid record, and resuming cuts the log back to the checkpoint's itera
 import json
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; no display is needed on a server or in CI
-import matplotlib.pyplot as plt  # noqa: E402
+# A bare Figure draws to files without pyplot, so importing this module never changes the
+# backend of a notebook or GUI session that imports it.
+from matplotlib.figure import Figure
 
 
 def read_log(path):
@@ -56,7 +55,7 @@ def loss_names(records):
 def plot_loss_curve(records, ax=None, smooth=10):
     """Each loss against iteration, thin raw and thick running mean over `smooth` iterations."""
     if ax is None:
-        ax = plt.figure(figsize=(8, 5)).add_subplot()
+        ax = Figure(figsize=(8, 5)).add_subplot()
     its = [r["iteration"] for r in records]
     for name in loss_names(records):
         values = [r.get(name, float("nan")) for r in records]
@@ -90,5 +89,4 @@ def save_loss_curve(log_path, png_path):
     ax.set_title(f"training losses ({len(records)} iterations)")
     ax.figure.tight_layout()
     ax.figure.savefig(png_path, dpi=100)
-    plt.close(ax.figure)
     return Path(png_path)
