@@ -169,7 +169,7 @@ def test_two_cpu_processes_train_in_step(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     # The two ranks share one stdout, so a line may hold the end of the other rank's output:
     # read (rank, checksum) pairs by pattern, not by line.
-    found = dict(re.findall(r"rank (\d) of 2 checksum (-?[0-9.]+\d)", proc.stdout))
+    found = dict(re.findall(r"rank (\d) of 2 checksum (-?\d+\.\d{10})", proc.stdout))  # printed as :.10f
     assert sorted(found) == ["0", "1"], proc.stdout
     assert found["0"] == found["1"], proc.stdout  # both ranks hold the same weights
     assert [r["iteration"] for r in read_log(tmp_path / "log.jsonl")] == [1, 2, 3]
