@@ -64,11 +64,25 @@ def evaluate(model, dataset, device="cpu", results_path=None, iou_types=IOU_TYPE
     if results_path is not None:
         Path(results_path).parent.mkdir(parents=True, exist_ok=True)
         Path(results_path).write_text(json.dumps(results))
-    both = evaluate_both(dataset.coco.dataset, results, iou_types)
+    both = evaluate_both(kept_categories_gt(dataset), results, iou_types)
     metrics = {source: {t: scalar_stats(stats) for t, stats in by_type.items()}
                for source, by_type in both.items()}
     metrics.update(num_images=len(dataset), num_results=len(results))
     return metrics
+
+
+def kept_categories_gt(dataset):
+    """The dataset's COCO dict restricted to the categories the model learns (all when none dropped).
+
+    A model trained on `categories=("person",)` is scored on person alone; against the full
+    dict, the 79 categories it never predicts would each count as AP 0 in the mean.
+    """
+    gt = dataset.coco.dataset
+    kept = set(dataset.label_to_cat_id.values())
+    if len(kept) == len(gt["categories"]):
+        return gt
+    return {**gt, "categories": [c for c in gt["categories"] if c["id"] in kept],
+            "annotations": [a for a in gt["annotations"] if a["category_id"] in kept]}
 
 
 def evaluate_splits(model, config, data_root, device, output_dir, splits=None, progress=False):
