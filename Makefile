@@ -27,7 +27,12 @@ THREADS ?= 1
 train: $(STAMP)
 	$(PY) -m mrcnn_edu train --preset $(PRESET) --output $(RUN) --threads $(THREADS) $(ARGS)
 
+# The numba kernels' tests run once more as plain Python (NUMBA_DISABLE_JIT=1): the same
+# assertions then hold for the code a reader steps through, and coverage sees the kernels.
+NOJIT_TESTS := tests/test_nms.py tests/test_roi_pool.py tests/test_roi_align.py \
+               tests/test_masks.py tests/test_coco_eval.py
 test: $(STAMP)
+	NUMBA_DISABLE_JIT=1 $(PY) -m pytest -q -p no:cacheprovider $(NOJIT_TESTS)
 	$(PY) -m pytest --nbval --nbval-current-env -p no:cacheprovider tests lessons $(ARGS)
 
 lab: $(STAMP)
