@@ -19,13 +19,13 @@ $(STAMP): pyproject.toml
 # `make train`: the `subset` preset (tiny model, person class) on the COCO subset, evaluated on
 # val and train, written to runs/coco_subset/. A finished or interrupted run is never
 # overwritten: continue it with `make train ARGS=--resume`, or start another with RUN=runs/NAME.
-# THREADS=1 is fastest on a shared machine; on an idle one try THREADS=2 (docs/benchmarks.md).
+# torch uses one thread per core; on a machine busy with other work THREADS=1 can be faster.
 # Extra options: ARGS="--data DIR --device cuda --set max_iters=3000 ...".
 PRESET  ?= subset
 RUN     ?= runs/coco_subset
-THREADS ?= 1
+THREADS ?=
 train: $(STAMP)
-	$(PY) -m mrcnn_edu train --preset $(PRESET) --output $(RUN) --threads $(THREADS) $(ARGS)
+	$(PY) -m mrcnn_edu train --preset $(PRESET) --output $(RUN) $(if $(THREADS),--threads $(THREADS)) $(ARGS)
 
 # The numba kernels' tests run once more as plain Python (NUMBA_DISABLE_JIT=1): the same
 # assertions then hold for the code a reader steps through, and coverage sees the kernels.

@@ -290,6 +290,17 @@ def test_category_filter_gives_contiguous_labels(tmp_path):
     assert not ds.dropped  # left-out categories are not drops
 
 
+def test_indices_with_instances_skips_empty_crowd_only_and_left_out(tmp_path):
+    crowd = mask_utils.encode(np.asfortranarray(rect_mask(0, 0, 5, 5)))
+    crowd = {"size": [H, W], "counts": crowd["counts"].decode("ascii")}
+    write_folder(tmp_path, images=[image_entry(i) for i in (1, 2, 3, 4)], annotations=[
+        ann(1, image_id=1, category_id=5),  # a cat: kept
+        ann(2, image_id=2, bbox=(0, 0, 5, 5), segmentation=crowd, iscrowd=1),  # crowd only
+        ann(3, image_id=3, category_id=2)])  # a dog, left out below; image 4 has nothing
+    assert CocoDataset(tmp_path, "train").indices_with_instances() == [0, 2]
+    assert CocoDataset(tmp_path, "train", categories=["cat"]).indices_with_instances() == [0]
+
+
 def test_transforms_and_collate(tmp_path):
     write_folder(tmp_path, images=[image_entry(1), image_entry(2, 10, 12)], annotations=[ann(1)])
 

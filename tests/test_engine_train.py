@@ -17,7 +17,7 @@ import torch
 from mrcnn_edu.engine import checkpoint as ckpt
 from mrcnn_edu.engine.runlog import read_log
 from mrcnn_edu.engine.train import (NonFiniteLossError, epoch_permutation, fit,
-                                    global_batch_indices, lr_at)
+                                    global_batch_indices, lr_at, make_optimizer)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _engine_fakes import FakeDataset, FakeMaskRCNN, fake_config  # noqa: E402
@@ -53,6 +53,22 @@ def test_each_epoch_visits_every_image_once():
     assert global_batch_indices(4, 5, 3, seed=1) == global_batch_indices(4, 5, 3, seed=1)
     assert [global_batch_indices(i, 50, 2, 1) for i in range(5)] != \
            [global_batch_indices(i, 50, 2, 2) for i in range(5)]
+
+
+@pytest.mark.parametrize("name, kind", [("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW)])
+def test_optimizer_by_name_decays_weights_not_norms_or_biases(name, kind):
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.GroupNorm(2, 4))
+    opt = make_optimizer(model, fake_config(optimizer=name, lr=0.5, weight_decay=0.01))
+    assert type(opt) is kind
+    decay, no_decay = opt.param_groups
+    assert [p.shape for p in decay["params"]] == [(4, 3, 3, 3)] and decay["weight_decay"] == 0.01
+    assert len(no_decay["params"]) == 3 and no_decay["weight_decay"] == 0.0  # bias, GN w and b
+    assert decay["lr"] == 0.5
+
+
+def test_unknown_optimizer_is_named():
+    with pytest.raises(ValueError, match="unknown optimizer 'adam'"):
+        make_optimizer(torch.nn.Linear(2, 2), fake_config(optimizer="adam"))
 
 
 # ---------------------------------------------------------------- resume, NaN, overwrite

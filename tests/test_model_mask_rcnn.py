@@ -142,6 +142,21 @@ def test_gradient_reaches_every_trainable_parameter():
     assert no_grad == []
 
 
+def test_head_group_norm_is_optional_and_trains():
+    plain = MaskRCNN(small_config()).state_dict()
+    assert not any("norm" in k for k in plain if "roi_heads" in k)  # the paper's heads
+    torch.manual_seed(0)
+    m = MaskRCNN(small_config(head_norm_groups=8))
+    norms = [k for k in m.state_dict() if "roi_heads" in k and "norm" in k]
+    assert len(norms) == 2 * (2 + 2)  # weight and bias: 2 in the box head, 2 in the mask head
+    images, targets = two_images()
+    losses = m(images, targets)
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert m.roi_heads.mask_head.norms[0].weight.grad.abs().sum() > 0
+    assert m.roi_heads.box_head.norm7.weight.grad.abs().sum() > 0
+
+
 def test_frozen_backbone_parts_get_no_gradient():
     m = MaskRCNN(small_config(norm="frozen_bn", freeze_at=2))
     images, targets = two_images()

@@ -143,6 +143,24 @@ def test_twin_float32_and_chunking(monkeypatch):
     np.testing.assert_allclose(got.numpy(), expected, atol=2e-5)
 
 
+@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16])
+def test_half_precision_maps_sample_at_float32_positions(half):
+    # RoIs far from the origin: in float16 a coordinate near 1500 px moves in 1 px steps, so
+    # positions rounded to the map's dtype would sample the wrong cells.
+    rng = np.random.default_rng(5)
+    feats = rng.normal(size=(1, 2, 64, 64)).astype(np.float32)
+    rois = np.array([[0, 1500.3, 1400.7, 1800.1, 1750.9], [0, 1025.6, 900.2, 1300.4, 1201.8]],
+                    np.float32)
+    f = torch.tensor(feats).to(half).requires_grad_()
+    got = ops.roi_align(f, torch.tensor(rois), 7, 1 / 32, 2)
+    assert got.dtype == half
+    expected = ref.roi_align(f.detach().float().numpy(), rois, 7, 1 / 32, 2)  # exact positions
+    np.testing.assert_allclose(got.float().detach().numpy(), expected,
+                               atol=1e-2 if half == torch.float16 else 5e-2)
+    got.float().sum().backward()
+    assert f.grad.dtype == half and torch.isfinite(f.grad.float()).all()
+
+
 @pytest.mark.parametrize("ratio", [-1, 2])
 def test_twin_gradient_matches_reference_backward(ratio):
     rng = np.random.default_rng(3)

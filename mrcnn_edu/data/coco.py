@@ -118,6 +118,15 @@ class CocoDataset(torch.utils.data.Dataset):
             image, target = self.transforms(image, target)
         return image, target
 
+    def indices_with_instances(self):
+        """Indices of the images with at least one kept, non-crowd instance (no pixels read).
+
+        The others have nothing to learn but "background everywhere"; torchvision's reference
+        training leaves them out too (Config.skip_images_without_instances).
+        """
+        return [i for i, image_id in enumerate(self.image_ids)
+                if any(not self.coco.anns[a]["iscrowd"] for a in self._ann_ids[image_id])]
+
     def image_info(self, i):
         """{"id", "file_name", "path", "height", "width"} of image i (no pixels are read)."""
         info = self.coco.imgs[self.image_ids[i]]

@@ -42,15 +42,26 @@ from mrcnn_edu.ops import (
 )
 
 
-class BoxHead(nn.Module):
-    """Two FC layers (the paper's "2fc" head), then K1 class logits and 4 * K1 box deltas."""
+def _norm(groups: int, channels: int) -> nn.Module:
+    """GroupNorm with `groups` groups, or nothing (an Identity, no weights) when groups is 0."""
+    return nn.GroupNorm(groups, channels) if groups else nn.Identity()
 
-    def __init__(self, in_channels: int, pool_size: int, dim: int, num_classes: int):
+
+class BoxHead(nn.Module):
+    """Two FC layers (the paper's "2fc" head), then K1 class logits and 4 * K1 box deltas.
+
+    `norm_groups` > 0 puts a GroupNorm of that many groups after each FC layer (before its
+    ReLU): the from-scratch recipe of Wu & He's GroupNorm paper, off (0) in the paper's model.
+    """
+
+    def __init__(self, in_channels: int, pool_size: int, dim: int, num_classes: int,
+                 norm_groups: int = 0):
         super().__init__()
         self.fc6 = nn.Linear(in_channels * pool_size * pool_size, dim)
         self.fc7 = nn.Linear(dim, dim)
         self.cls_score = nn.Linear(dim, num_classes + 1)
         self.bbox_pred = nn.Linear(dim, 4 * (num_classes + 1))
+        self.norm6, self.norm7 = (_norm(norm_groups, dim) for _ in range(2))
         # Small initial outputs: uniform class scores and near-zero deltas at the start.
         nn.init.normal_(self.cls_score.weight, std=0.01)
         nn.init.normal_(self.bbox_pred.weight, std=0.001)
@@ -58,19 +69,24 @@ class BoxHead(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = F.relu(self.fc6(x.flatten(1)))  # (S, dim)
-        x = F.relu(self.fc7(x))  # (S, dim)
+        x = F.relu(self.norm6(self.fc6(x.flatten(1))))  # (S, dim)
+        x = F.relu(self.norm7(self.fc7(x)))  # (S, dim)
         return self.cls_score(x), self.bbox_pred(x)  # (S, K1), (S, 4 * K1)
 
 
 class MaskHead(nn.Module):
-    """`num_convs` 3x3 convs + ReLU, a 2x2 stride-2 deconv + ReLU, a 1x1 conv to K1 mask logits."""
+    """`num_convs` 3x3 convs + ReLU, a 2x2 stride-2 deconv + ReLU, a 1x1 conv to K1 mask logits.
 
-    def __init__(self, in_channels: int, dim: int, num_convs: int, num_classes: int):
+    `norm_groups` > 0 puts a GroupNorm after each 3x3 conv (before its ReLU), as in BoxHead.
+    """
+
+    def __init__(self, in_channels: int, dim: int, num_convs: int, num_classes: int,
+                 norm_groups: int = 0):
         super().__init__()
         widths = [in_channels] + [dim] * num_convs
         self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1)
                                    for a, b in zip(widths, widths[1:]))
+        self.norms = nn.ModuleList(_norm(norm_groups, dim) for _ in range(num_convs))
         self.deconv = nn.ConvTranspose2d(dim, dim, 2, stride=2)
         self.predictor = nn.Conv2d(dim, num_classes + 1, 1)
         for m in self.modules():
@@ -79,8 +95,8 @@ class MaskHead(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for conv in self.convs:
-            x = F.relu(conv(x))  # (F, dim, 14, 14)
+        for conv, norm in zip(self.convs, self.norms):
+            x = F.relu(norm(conv(x)))  # (F, dim, 14, 14)
         x = F.relu(self.deconv(x))  # (F, dim, 28, 28)
         return self.predictor(x)  # (F, K1, 28, 28)
 
@@ -97,9 +113,10 @@ class RoIHeads(nn.Module):
     def __init__(self, cfg, in_channels: int):
         super().__init__()
         self.cfg = cfg
-        self.box_head = BoxHead(in_channels, cfg.box_pool_size, cfg.box_head_dim, cfg.num_classes)
+        self.box_head = BoxHead(in_channels, cfg.box_pool_size, cfg.box_head_dim, cfg.num_classes,
+                                cfg.head_norm_groups)
         self.mask_head = MaskHead(in_channels, cfg.mask_head_dim, cfg.mask_head_convs,
-                                  cfg.num_classes)
+                                  cfg.num_classes, cfg.head_norm_groups)
 
     def pool(self, features, rois, size) -> torch.Tensor:
         """RoIAlign of each RoI on its level P2..P5: rois (x, 5) -> (x, C, size, size)."""

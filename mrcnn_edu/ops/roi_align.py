@@ -163,6 +163,13 @@ def roi_align(features, rois, output_size, spatial_scale, sampling_ratio=-1, ali
     the backward pass is `roi_align_backward` written with `index_add_`, checked by gradcheck.
     Memory: the output plus about four chunks of CHUNK_ELEMENTS values, whatever K is.
     """
+    if features.dtype in (torch.float16, torch.bfloat16):
+        # Under autocast the maps arrive in half precision, but sample positions in pixels do
+        # not survive it (float16 steps are 0.5 px above 512): compute in float32 and return
+        # the input's dtype, as torchvision's autocast rule for roi_align does.
+        out = roi_align(features.float(), rois.float(), output_size, spatial_scale,
+                        sampling_ratio, aligned)
+        return out.to(features.dtype)
     features, rois, h, w = _check_inputs(features, rois, output_size)
     return _RoIAlign.apply(features, rois.detach(), h, w, float(spatial_scale),
                            int(sampling_ratio), bool(aligned))
