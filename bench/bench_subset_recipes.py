@@ -119,6 +119,8 @@ pycocotools on the **train** split (160 images, person): can the recipe fit what
 | variant | what changes | steps | train min | box AP50 | mask AP50 |
 |---|---|---|---|---|---|
 {chr(10).join(rows)}
+
+Minutes depend on what else shares the cores; compare the AP columns, which do not.
 """
     write_section("subset_recipes", md)
     print(md)
