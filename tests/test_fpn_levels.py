@@ -37,6 +37,10 @@ def test_degenerate_and_empty():
     assert ops.assign_fpn_levels(torch.zeros(0, 4)).dtype == torch.int64
     with pytest.raises(ValueError, match=r"\(K, 4\)"):
         ref.assign_fpn_levels(np.zeros((3, 5)))
+    for assign, boxes in ((ref.assign_fpn_levels, np.zeros((1, 4))),
+                          (ops.assign_fpn_levels, torch.zeros(1, 4))):
+        with pytest.raises(ValueError, match="k_min must be <= k_max"):
+            assign(boxes, k_min=5, k_max=2)
 
 
 # --- properties ------------------------------------------------------------------------------

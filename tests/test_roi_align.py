@@ -77,6 +77,9 @@ def test_empty_rois_and_validation():
         ref.roi_align(feats, np.array([[2.0, 0, 0, 1, 1]]), 2, 1.0)
     with pytest.raises(ValueError, match=r"\(K, 5\)"):
         ops.roi_align(torch.zeros(1, 1, 4, 4), torch.zeros(3, 4), 2, 1.0)
+    for bad in (2.0, -1.0):  # the twin checks the batch index like the reference
+        with pytest.raises(ValueError, match=r"batch indices in \[0, 2\)"):
+            ops.roi_align(torch.zeros(2, 3, 5, 5), torch.tensor([[bad, 0, 0, 1, 1]]), 2, 1.0)
 
 
 # --- properties ------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ def assign_fpn_levels(boxes, k_min=2, k_max=5, canonical_size=224, canonical_lev
     """
     if boxes.ndim != 2 or boxes.shape[1] != 4:
         raise ValueError(f"boxes must have shape (K, 4), got {tuple(boxes.shape)}")
+    if k_min > k_max:
+        raise ValueError(f"k_min must be <= k_max, got {k_min} > {k_max}")
     boxes = boxes.to(torch.float64)
     widths = (boxes[:, 2] - boxes[:, 0]).clamp(min=0)  # (K,)
     heights = (boxes[:, 3] - boxes[:, 1]).clamp(min=0)  # (K,)

@@ -33,6 +33,11 @@ def _check_inputs(features, rois, output_size):
     h, w = _output_hw(output_size)
     if h <= 0 or w <= 0:
         raise ValueError(f"output_size must be positive, got {output_size}")
+    if len(rois):
+        lo, hi = (v.item() for v in torch.aminmax(rois[:, 0]))  # on CUDA: an error, not an assert
+        if lo < 0 or hi >= features.shape[0]:
+            raise ValueError(f"rois[:, 0] must be batch indices in [0, {features.shape[0]}), "
+                             f"got range [{lo}, {hi}]")
     if not features.is_floating_point():  # masks arrive as uint8 or bool
         features = features.to(torch.float64)
     return features, rois.to(features.dtype), h, w
