@@ -150,6 +150,18 @@ def show_sample(image, target, class_names=None, ax=None, title=None, alpha=0.5)
     return ax
 
 
+def show_samples(dataset, count, figsize=None, title="image {id}"):
+    """The first `count` (image, target) pairs of `dataset` side by side, as `show_sample` draws
+    them; `title` is formatted with the COCO image id. Returns the figure."""
+    fig, axes = plt.subplots(1, count, figsize=figsize or (4.5 * count, 4), squeeze=False)
+    for i, ax in enumerate(axes[0]):
+        image, target = dataset[i]
+        show_sample(image, target, class_names=dataset.class_names, ax=ax,
+                    title=title.format(id=dataset.image_ids[i]))
+    fig.tight_layout()
+    return fig
+
+
 # --- lesson 04: anchor labels ---------------------------------------------------------------
 POSITIVE_COLOR = "#d62728"  # red: positive anchors (label 1)
 IGNORED_COLOR = "#bcbd22"  # olive, dashed: ignored anchors (label -1); negatives use ANCHOR_COLOR

@@ -143,3 +143,19 @@ def test_show_sample_without_instances_or_crowd_field():
               "masks": torch.zeros(0, 5, 5, dtype=torch.uint8)}
     ax = viz.show_sample(torch.rand(3, 5, 5), target)
     assert len(ax.get_images()) == 1 and not rectangles(ax)
+
+
+def test_show_samples_draws_the_first_images_with_their_ids():
+    class Two:
+        class_names = ["__background__", "cat"]
+        image_ids = [7, 9]
+
+        def __getitem__(self, i):
+            target = {"boxes": torch.tensor([[1.0, 1, 5, 5]]), "labels": torch.tensor([1]),
+                      "masks": torch.zeros(1, 8, 8, dtype=torch.uint8)}
+            return torch.rand(3, 8, 8), target
+
+    fig = viz.show_samples(Two(), 2, title="train image {id}")
+    assert [ax.get_title() for ax in fig.axes] == ["train image 7", "train image 9"]
+    assert all(any(isinstance(p, Rectangle) for p in ax.patches) for ax in fig.axes)
+    plt.close(fig)

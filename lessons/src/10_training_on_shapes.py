@@ -61,12 +61,7 @@ print(f"train: {len(train_set)} images, val: {len(val_set)} images, classes: {tr
 instances = [len(train_set.load_target(i)["labels"]) for i in range(len(train_set))]
 print(f"train instances: {sum(instances)} ({min(instances)} to {max(instances)} per image)")
 
-fig, axes = plt.subplots(1, 6, figsize=(18, 3.2))
-for i, ax in enumerate(axes):
-    image, target = train_set[i]
-    viz.show_sample(image, target, class_names=train_set.class_names, ax=ax,
-                    title=f"train image {train_set.image_ids[i]}")
-fig.tight_layout()
+viz.show_samples(train_set, 6, figsize=(18, 3.2), title="train image {id}")
 plt.show()
 
 # %% [markdown]
@@ -110,13 +105,14 @@ plt.show()
 # number of classes comes from the data), seeds the initial weights, and runs the loop: for each
 # iteration, a batch of 2 images, random horizontal flips, the five losses, a backward pass, an
 # SGD step. Every random choice of iteration i is seeded from (seed, i), so a run is repeatable and
-# resumable. The progress bar goes to stderr; `train` also prints a summary with timings and paths,
-# which we swallow here to keep this notebook's output the same on every machine.
+# resumable. On the command line a progress bar with the losses and an ETA runs on stderr, and
+# `train` prints a summary with timings and paths; here we turn the bar off (`progress=False`) and
+# swallow the summary, so that this notebook's output is the same on every machine.
 
 # %%
 run_dir = work / "run"
 with contextlib.redirect_stdout(io.StringIO()):
-    summary = train(cfg, root, run_dir, evaluate_after=False)
+    summary = train(cfg, root, run_dir, evaluate_after=False, progress=False)
 print(f"{summary['iterations']} iterations, {summary['iterations'] * cfg.batch_size} images seen")
 print("written:", sorted(p.name for p in run_dir.iterdir()))
 

@@ -63,12 +63,7 @@ for name, ds in (("train", train_set), ("val", val_set)):
     print(f"{name}: {len(ds)} images, people per image {people}, sizes (h, w) {sizes}")
 print("classes:", train_set.class_names)
 
-fig, axes = plt.subplots(1, 4, figsize=(18, 4))
-for i, ax in enumerate(axes):
-    image, target = train_set[i]
-    viz.show_sample(image, target, class_names=train_set.class_names, ax=ax,
-                    title=f"train image {train_set.image_ids[i]}")
-fig.tight_layout()
+viz.show_samples(train_set, 4, figsize=(18, 4), title="train image {id}")
 plt.show()
 
 # %% [markdown]
