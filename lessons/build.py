@@ -14,6 +14,13 @@ this (the same markers VS Code and Jupytext understand):
 it in `lessons/` with the current Python environment, and saves it with outputs, so that
 `pytest --nbval lessons/` compares a fresh run against what was committed. The source file is
 the one to edit; the notebook is what learners open.
+
+`python lessons/build.py --check [NN ...]` executes nothing: it reports each notebook whose cells
+differ from its source (or that is missing) and exits 1 if any does.
+
+A cell whose output depends on the CPU's kernels (training, a long float reduction) starts with
+`# NBVAL_IGNORE_OUTPUT`; the next cell asserts the claim the text makes about those numbers, with
+a tolerance that holds on every machine (tests/test_lessons.py enforces both rules).
 """
 import re
 import sys
@@ -50,6 +57,27 @@ def parse_cells(text):
     return cells
 
 
+def notebook_path(source):
+    return LESSONS / f"{source.stem}.ipynb"
+
+
+def drift(source):
+    """Why the committed notebook of `source` differs from it, or None when it matches cell for cell."""
+    target = notebook_path(source)
+    if not target.exists():
+        return f"{target.name} is missing: run `python lessons/build.py {source.stem[:2]}`"
+    committed = [(c.cell_type, c.source) for c in nbformat.read(target, as_version=4).cells]
+    expected = parse_cells(source.read_text())
+    if committed == expected:
+        return None
+    if len(committed) != len(expected):
+        where = f"{len(committed)} cells, the source has {len(expected)}"
+    else:
+        first = next(i for i, (a, b) in enumerate(zip(committed, expected)) if a != b)
+        where = f"cell {first} differs"
+    return f"{target.name} drifted from src/{source.name} ({where}): run `python lessons/build.py {source.stem[:2]}`"
+
+
 def build_notebook(source):
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -82,11 +110,22 @@ def find_sources(args):
     return found
 
 
+def check(argv):
+    problems = [p for p in map(drift, find_sources(argv)) if p]
+    for problem in problems:
+        print(problem)
+    if not problems:
+        print("every notebook matches its source")
+    return 1 if problems else 0
+
+
 def main(argv):
+    if argv[:1] == ["--check"]:
+        raise SystemExit(check(argv[1:]))
     for source in find_sources(argv):
         start = time.perf_counter()
         nb = execute(build_notebook(source))
-        target = LESSONS / f"{source.stem}.ipynb"
+        target = notebook_path(source)
         nbformat.write(nb, target)
         print(f"{target.name}: {len(nb.cells)} cells, executed in {time.perf_counter() - start:.0f} s")
 

@@ -8,9 +8,10 @@
 
 Every option maps onto one `Config` field or one argument of the engine functions; `--set
 key=value` changes any other Config field (values parse as JSON: 0.01, true, null, [800, 1000];
-"a,b" is a list too). Mistakes (unknown preset, unknown field, missing file) exit with status 2
-and a message naming the culprit; a NaN loss exits with status 3 and says where the last good
-checkpoint is.
+"a,b" and "[a, b]" are lists too), checked against the field's type and range by Config;
+num_classes is derived from the data and cannot be set. Mistakes (unknown preset, unknown
+field, bad value, missing file) exit with status 2 and a message naming the culprit; a NaN
+loss exits with status 3 and says where the last good checkpoint is.
 """
 import argparse
 import dataclasses
@@ -25,14 +26,20 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from mrcnn_edu.config import Config, preset
+from mrcnn_edu.config_checks import coerce_field
 from mrcnn_edu.data import resolve_data_root
 from mrcnn_edu.engine.evaluate import evaluate_checkpoint, format_metrics
 from mrcnn_edu.engine.predict import predict
 from mrcnn_edu.engine.train import NonFiniteLossError, auto_device, train
+from mrcnn_edu.viz import MIN_DISPLAY_SCORE
 
 
 class UsageError(ValueError):
     """A bad command line: the message names the option or field."""
+
+
+DERIVED_FIELDS = {"num_classes": "it is the number of kept categories: choose them with "
+                                  "--categories"}
 
 
 def parse_assignment(text):
@@ -45,28 +52,53 @@ def parse_assignment(text):
         close = difflib.get_close_matches(key, fields, n=3)
         hint = f"; did you mean {' or '.join(close)}?" if close else ""
         raise UsageError(f"--set {text}: Config has no field {key!r}{hint}")
-    return key, convert_value(raw, fields[key], f"--set {text}")
+    if key in DERIVED_FIELDS:
+        raise UsageError(f"--set {text}: {key} is derived from the data and cannot be set; "
+                         f"{DERIVED_FIELDS[key]}")
+    return key, convert_value(raw, fields[key], f"--set {text}", name=key)
 
 
-def convert_value(raw, declared, where):
-    """Parse `raw` as JSON (else a bare word, or a comma list), then coerce to `declared`."""
-    value = json_or_text(raw)
-    if isinstance(value, str) and "," in value:
-        value = [json_or_text(v.strip()) for v in value.split(",")]
+def convert_value(raw, declared, where, name="value"):
+    """Parse `raw` as JSON (else a bare word, or a list: "a,b" or "[a, b]"), then check it
+    against `declared` as Config does; UsageError naming `where` and the field otherwise."""
+    value = parse_list_or_value(raw, as_text="tuple[str" in declared)
     if value is None:
         if "None" not in declared:
             raise UsageError(f"{where}: this field cannot be null")
         return None
     if declared.startswith("tuple"):
-        return tuple(value) if isinstance(value, list) else (value,)
-    if declared == "bool":
-        if not isinstance(value, bool):
-            raise UsageError(f"{where}: expected true or false")
-    elif declared.startswith("int") and (isinstance(value, bool) or not isinstance(value, int)):
-        raise UsageError(f"{where}: expected an integer")
+        value = tuple(value) if isinstance(value, list) else (value,)
     elif declared.startswith("float") and not isinstance(value, bool) and isinstance(value, int):
         value = float(value)
-    return value
+    try:
+        return coerce_field(value, declared, name)
+    except ValueError as err:
+        raise UsageError(f"{where}: {err}") from None
+
+
+def parse_list_or_value(raw, as_text=False):
+    """A list from "a,b" or "[a, b]" (items JSON or bare words), else one JSON value or word.
+
+    as_text: items are names, kept as written ("18" stays the name "18", not a number).
+    """
+    text = raw.strip()
+    if text.startswith("[") and text.endswith("]"):
+        parsed = json_or_text(text)
+        if isinstance(parsed, list) and not (as_text and not all(isinstance(v, str)
+                                                                 for v in parsed)):
+            return parsed
+        text = text[1:-1]  # not JSON ("[person]") or numbers for names: split by hand
+        return [item for item in split_items(text, as_text) if item != ""]
+    if "," in text:
+        return split_items(text, as_text)
+    if as_text:
+        return None if text == "null" else text.strip("\"'")
+    return json_or_text(text)
+
+
+def split_items(text, as_text):
+    items = [item.strip() for item in text.split(",")]
+    return [item.strip("\"'") if as_text else json_or_text(item) for item in items]
 
 
 def json_or_text(raw):
@@ -90,19 +122,21 @@ def build_config(args):
         changes["categories"] = tuple(args.categories)
     if args.output is not None:
         changes["output_dir"] = args.output
-    config = dataclasses.replace(config, **changes)
-    for text in args.set:
-        key, value = parse_assignment(text)
-        config = dataclasses.replace(config, **{key: value})
-    return config
+    if args.max_iters is not None:
+        changes["max_iters"] = args.max_iters
+    sets = dict(parse_assignment(text) for text in args.set)
+    if "mask_pool_size" in sets and "mask_size" not in sets:
+        sets["mask_size"] = 2 * sets["mask_pool_size"]  # derived: the deconv doubles the side
+    # One replace, so Config checks the fields together (mask_size with mask_pool_size, ...)
+    return dataclasses.replace(config, **{**changes, **sets})  # a --set wins over its option
 
 
 def run_train(args):
     config = build_config(args)
     data_root = resolve_data_root(args.data)
+    # One path per option: --output and --max-iters reach the trainer through the config only.
     train(config, data_root, config.output_dir, resume=args.resume, device=args.device,
-          max_iters=args.max_iters, progress=not args.no_progress,
-          evaluate_after=not args.no_eval)
+          progress=not args.no_progress, evaluate_after=not args.no_eval)
 
 
 def run_evaluate(args):
@@ -116,7 +150,7 @@ def run_evaluate(args):
 
 def run_predict(args):
     for path in predict(args.checkpoint, args.images, args.output, auto_device(args.device),
-                        score_threshold=args.score_threshold):
+                        min_score=args.min_score):
         print(path)
 
 
@@ -154,9 +188,13 @@ def make_parser():
 
     p = sub.add_parser("predict", help="draw detections on images")
     p.add_argument("checkpoint")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files; x.jpg is drawn to OUTPUT/x.png, and a later image with the "
+                   "same name (b/x.jpg after a/x.jpg) to x_1.png, then x_2.png, ...")
     p.add_argument("-o", "--output", required=True, help="folder for the PNGs")
-    p.add_argument("--score-threshold", type=float, default=0.5)
+    p.add_argument("--min-score", "--score-threshold", dest="min_score", type=float,
+                   default=MIN_DISPLAY_SCORE, help="draw detections scoring at least this "
+                   f"(default {MIN_DISPLAY_SCORE})")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.set_defaults(run=run_predict)
     return parser
@@ -165,9 +203,14 @@ def make_parser():
 def main(argv=None):
     """Entry point of `python -m mrcnn_edu` and of the `mrcnn-edu` console script."""
     args = make_parser().parse_args(argv)
-    if getattr(args, "threads", None):
+    threads = getattr(args, "threads", None)
+    if threads is not None and threads < 1:
+        print(f"mrcnn-edu {args.command}: error: --threads must be at least 1, got {threads}",
+              file=sys.stderr)
+        return 2
+    if threads:
         import torch
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(threads)
     try:
         args.run(args)
     except NonFiniteLossError as err:

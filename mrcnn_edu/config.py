@@ -16,10 +16,19 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from mrcnn_edu.config_checks import check_trainable, validate_config  # noqa: F401  (re-exported)
+from mrcnn_edu.reference.masks import MASK_THRESHOLD
+
 
 @dataclass
 class Config:
-    """Model and training settings. Defaults are the paper's (Mask R-CNN, R-50-FPN)."""
+    """Model and training settings. Defaults are torchvision's Mask R-CNN R-50-FPN: the paper's
+    model, with the proposal counts, inference thresholds and 1x schedule of Detectron and
+    torchvision where the paper gives none or another (lessons 08, 10 and 11 say which is which).
+
+    A Config checks itself when built (`config_checks.validate_config`): a wrong type, a value
+    out of range or two fields that disagree raise ValueError naming `Config.<field>`.
+    """
 
     # ---- backbone ----
     backbone_depth: int = 50  # ResNet depth: 18 or 34 (BasicBlock), 50 (Bottleneck)
@@ -59,16 +68,16 @@ class Config:
     mask_pool_size: int = 14  # RoIAlign output side for the mask head
     mask_head_dim: int = 256  # channels of the four 3x3 convs (and the deconv) of the mask head
     mask_head_convs: int = 4  # number of 3x3 convs in the mask head
-    mask_size: int = 28  # side of a predicted mask (twice mask_pool_size, from the deconv)
+    mask_size: int = 28  # side of a predicted mask: must be 2 x mask_pool_size (the deconv)
     sampling_ratio: int = 2  # RoIAlign samples per bin side; <= 0 means adaptive ceil(bin size)
     head_norm_groups: int = 0  # > 0: GroupNorm of this many groups in the box and mask heads
-    num_classes: int = 80  # K foreground classes; the model predicts K + 1 with background 0
+    num_classes: int = 80  # K foreground classes (+ background 0); train derives it from the data
 
     # ---- inference ----
     score_thresh: float = 0.05  # detections with a class score below this are dropped
     nms_thresh: float = 0.5  # per-class NMS IoU threshold on detections
     detections_per_image: int = 100  # keep at most this many detections per image
-    mask_threshold: float = 0.5  # mask probability at which a pixel is inside the instance
+    mask_threshold: float = MASK_THRESHOLD  # a pixel is inside the instance at probability >= this
 
     # ---- input transform ----
     min_size: int = 800  # resize so the shorter side is this many pixels ...
@@ -84,7 +93,7 @@ class Config:
     weight_decay: float = 1e-4  # L2 penalty on weights
     warmup_iters: int = 1000  # linear warm-up length in iterations
     warmup_factor: float = 0.001  # learning rate multiplier at iteration 0 of the warm-up
-    max_iters: int = 90000  # total training iterations
+    max_iters: int = 90000  # total iterations (Detectron's 1x: 90k of 16 images; the paper: 160k)
     lr_steps: tuple[int, ...] = (60000, 80000)  # iterations at which lr is multiplied by lr_gamma
     lr_gamma: float = 0.1  # learning rate decay factor at each step
     batch_size: int = 2  # images per process per iteration
@@ -102,6 +111,9 @@ class Config:
     categories: tuple[str, ...] | None = None  # category names to keep; None = all
     skip_images_without_instances: bool = False  # train only on images with a kept instance
     output_dir: str = "runs/default"  # where checkpoints, logs and the config are written
+
+    def __post_init__(self):
+        validate_config(self)
 
     def to_dict(self) -> dict:
         """A JSON-serialisable dict: tuples become lists."""
@@ -183,7 +195,7 @@ def _subset() -> Config:
 
 
 def _r50_fpn() -> Config:
-    """The paper's Mask R-CNN R-50-FPN 1x schedule (torchvision's defaults), for a GPU."""
+    """The paper's Mask R-CNN R-50-FPN on the 1x schedule (torchvision's defaults), for a GPU."""
     return Config(output_dir="runs/r50_fpn")
 
 

@@ -86,6 +86,18 @@ def test_empty_and_errors():
         ref.encode_boxes(np.ones((2, 4)), np.ones((2, 4)), weights=(1.0, 1.0))
 
 
+def test_twin_rejects_what_the_reference_rejects():
+    with pytest.raises(ValueError, match="anchors and targets must pair up, got 2 and 3 boxes"):
+        ops.encode_boxes(torch.ones(2, 4), torch.ones(3, 4))
+    with pytest.raises(ValueError, match=r"targets must have shape \(N, 4\), got \(2, 5\)"):
+        ops.encode_boxes(torch.ones(2, 4), torch.ones(2, 5))
+    with pytest.raises(ValueError, match=r"deltas must have shape \(N, 4 \* C\) with N = 2 "
+                                         r"anchors, got \(2, 5\)"):
+        ops.decode_boxes(torch.ones(2, 4), torch.ones(2, 5))
+    with pytest.raises(ValueError, match=r"weights must be \(wx, wy, ww, wh\)"):
+        ops.decode_boxes(torch.ones(2, 4), torch.ones(2, 4), weights=(1.0, 1.0))
+
+
 # --- properties -----------------------------------------------------------------------------
 
 @settings(max_examples=80, deadline=None)

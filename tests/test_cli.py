@@ -121,7 +121,13 @@ def test_train_evaluate_predict(shapes_root, tmp_path, capsys):
     assert main(["evaluate", str(run / "checkpoint.pt"), "--data", str(shapes_root),
                  "-o", str(results), "--no-progress"]) == 0  # the config's val split
     assert "pycocotools" in capsys.readouterr().out
-    assert isinstance(json.loads(results.read_text()), list)
+    written = json.loads(results.read_text())
+    assert isinstance(written, list) and written, "evaluate wrote no detections"
+    val_ids = {img["id"] for img in json.loads(
+        (shapes_root / "annotations" / f"instances_{preset('tiny').val_split}.json").read_text())["images"]}
+    for r in written:
+        assert {"image_id", "category_id", "bbox", "score", "segmentation"} <= set(r)
+        assert r["image_id"] in val_ids and len(r["bbox"]) == 4 and 0 <= r["score"] <= 1
 
     image = next((shapes_root / preset("tiny").val_split).iterdir())
     assert main(["predict", str(run / "checkpoint.pt"), str(image), "-o",

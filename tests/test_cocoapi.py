@@ -7,8 +7,8 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
-from mrcnn_edu.engine.cocoapi import (detections_to_coco_results, evaluate_both, pycocotools_evaluate,
-                                      simulate_detections)
+from mrcnn_edu.engine.cocoapi import detections_to_coco_results, evaluate_both, pycocotools_evaluate
+from mrcnn_edu.fake_detections import simulate_detections
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -40,11 +40,12 @@ def test_detections_to_coco_results_hand_example():
 def test_detections_to_coco_results_numpy_float_masks_and_sequence_mapping():
     probabilities = np.zeros((1, 1, 8, 10), dtype=np.float32)  # (N, 1, H, W) probabilities
     probabilities[0, 0, 2:5, 1:5] = 0.7
-    probabilities[0, 0, 0, 0] = 0.5  # not > 0.5: background
+    probabilities[0, 0, 0, 0] = 0.5  # exactly the threshold: on (>= 0.5, the README's rule)
+    probabilities[0, 0, 7, 9] = 0.4999  # just below: background
     detections = [{"boxes": np.array([[1.0, 2.0, 5.0, 5.0]]), "labels": np.array([1]),
                    "scores": np.array([0.9]), "masks": probabilities}]
     (result,) = detections_to_coco_results(detections, [5], [None, 18])
-    assert mask_utils.area(result["segmentation"]) == 12
+    assert mask_utils.area(result["segmentation"]) == 12 + 1
     assert detections_to_coco_results([{"boxes": np.zeros((0, 4)), "labels": np.zeros(0, int),
                                         "scores": np.zeros(0)}], [5], [None, 18]) == []
 

@@ -258,7 +258,7 @@ def test_boxes_are_clipped_to_the_image(tmp_path):
 
 def test_degenerate_boxes_are_dropped_and_recorded(tmp_path):
     write_folder(tmp_path, annotations=[
-        ann(1), ann(2, bbox=(5, 5, 0.5, 6)), ann(3, bbox=(5, 5, 6, 0)), ann(4, bbox=(W, 2, 5, 5)),
+        ann(1), ann(2, bbox=(5, 5, 0.5, 6)), ann(3, bbox=(5, 5, 6, 0.4)), ann(4, bbox=(W, 2, 5, 5)),
         ann(5, bbox=(1, 1, 1, 1))])
     ds = CocoDataset(tmp_path, "train")
     assert sorted(ds.dropped) == [2, 3, 4]

@@ -72,6 +72,10 @@ def test_match_rejects_bad_input():
         ref.match_anchors(np.zeros(4))
     with pytest.raises(ValueError, match="low <= high"):
         ref.match_anchors(np.zeros((2, 3)), high=0.3, low=0.7)
+    with pytest.raises(ValueError, match=r"iou must have shape \(G, A\) .* got \(4,\)"):
+        ops.match_anchors(torch.zeros(4))
+    with pytest.raises(ValueError, match="low <= high"):
+        ops.match_anchors(torch.zeros(2, 3), high=0.3, low=0.7)
 
 
 def test_sample_hand_example():
@@ -100,6 +104,8 @@ def test_sample_empty_and_errors():
     assert ops.sample_labels(torch.zeros(0, dtype=torch.int64), 256, 0.5, 0).shape == (0,)
     with pytest.raises(ValueError, match=r"labels must have shape \(A,\)"):
         ref.sample_labels(np.zeros((2, 3)), 256, 0.5)
+    with pytest.raises(ValueError, match=r"labels must have shape \(A,\), got \(2, 3\)"):
+        ops.sample_labels(torch.zeros(2, 3, dtype=torch.int64), 256, 0.5)
 
 
 # --- properties -----------------------------------------------------------------------------

@@ -78,7 +78,8 @@ def test_rpn_proposals_shapes(model):
     proposals, losses = model.rpn(features, sizes, batch.shape[-2:], resized)
     assert len(proposals) == 2 and all(p.shape[1] == 4 and 0 < len(p) <= 50 for p in proposals)
     for p, (h, w) in zip(proposals, sizes):
-        assert (p[:, 0] >= 0).all() and (p[:, 2] <= w).all() and (p[:, 3] <= h).all()
+        assert (p[:, 0] >= 0).all() and (p[:, 1] >= 0).all()  # clipped to the image,
+        assert (p[:, 2] <= w).all() and (p[:, 3] <= h).all()  # not to the padded batch
     assert set(losses) == {"loss_objectness", "loss_rpn_box"}
     assert all(torch.isfinite(v) for v in losses.values())
 

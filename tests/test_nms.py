@@ -125,6 +125,16 @@ def test_reference_rejects_bad_shapes():
         ref.batched_nms(np.zeros((3, 4)), np.zeros(3), np.zeros(4), 0.5)
 
 
+def test_twin_rejects_what_the_reference_rejects():
+    with pytest.raises(ValueError, match=r"scores must have shape \(N,\) = \(3,\) to match boxes, "
+                                         r"got \(2,\)"):
+        ops.nms(torch.zeros(3, 4), torch.zeros(2), 0.5)
+    with pytest.raises(ValueError, match=r"boxes must have shape \(N, 4\), got \(3, 5\)"):
+        ops.nms(torch.zeros(3, 5), torch.zeros(3), 0.5)
+    with pytest.raises(ValueError, match=r"labels must have shape \(N,\) = \(3,\)"):
+        ops.batched_nms(torch.zeros(3, 4), torch.zeros(3), torch.zeros(4), 0.5)
+
+
 # --- properties -----------------------------------------------------------------------------
 
 def nms_case(max_n=12):

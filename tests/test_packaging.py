@@ -59,9 +59,4 @@ def imported_modules(path):
 def test_package_does_not_import_detection_libraries(path):
     found = FORBIDDEN & set(imported_modules(path))
     assert not found, f"{path.relative_to(ROOT)} imports {sorted(found)}"
-
-
-@pytest.mark.parametrize("path", sorted((ROOT / "mrcnn_edu" / "reference").rglob("*.py")),
-                         ids=lambda p: p.name)
-def test_reference_never_imports_torch(path):
-    assert "torch" not in set(imported_modules(path)), f"{path.name} imports torch"
+# The layout rules (reference never imports torch, ...) live in tests/test_architecture.py.

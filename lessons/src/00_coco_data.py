@@ -2,8 +2,11 @@
 # # 00 · COCO data and masks
 #
 # Mask R-CNN learns from images where every object has a class, a box and a pixel mask. The
-# paper trains on COCO: *"We follow COCO trainval35k ... instance segmentation annotations with
-# 80 object categories"*. Before any model, this lesson opens the data:
+# paper trains and evaluates on COCO's 80 object categories: *"As in previous work, we train
+# using the union of 80k train images and a 35k subset of val images (trainval35k), and report
+# ablations on the remaining 5k val images (minival)"* (He et al. 2017, section 4; the 2017
+# release of COCO calls the same split train2017 / val2017). Before any model, this lesson
+# opens the data:
 #
 # 1. the COCO **instances** JSON format, one record at a time;
 # 2. how a mask is stored — **polygon**, **RLE** — and decoded to a bitmask with pycocotools;
@@ -13,7 +16,25 @@
 # 6. the **synthetic shapes** dataset the tests and lesson 10 train on.
 #
 # Code: `mrcnn_edu/data/coco.py` (`CocoDataset`), `mrcnn_edu/data/shapes.py`
-# (`make_shapes_dataset`), `mrcnn_edu/data/subset.py` (carving your own subset), `mrcnn_edu/viz.py`.
+# (`make_shapes_dataset`), `mrcnn_edu/data/subset.py` (carving your own subset), `mrcnn_edu/viz/`.
+
+# %% [markdown]
+# ## The map of the course
+#
+# Mask R-CNN is a chain of stages, and each lesson builds one of them. `viz.pipeline_map()` draws
+# the whole chain with the lessons that build each stage: the top row runs at inference (and in
+# training), the bottom row is what training adds. This lesson is the first box, the image and its
+# ground truth; every later lesson opens with a small copy of this map, its own stages in orange.
+# In training the heads do not see every proposal: match + sample keeps 512 RoIs per image (at
+# most a quarter of them positive), and only those go through RoIAlign and the heads (lesson 09).
+
+# %%
+import matplotlib.pyplot as plt
+
+from mrcnn_edu import viz
+
+viz.pipeline_map()
+plt.show()
 
 # %%
 import collections
@@ -206,8 +227,9 @@ print(inspect.getsource(CocoDataset._decode_masks))
 # ## 5. What the subset contains
 #
 # COCO calls an object **small** when `area < 32²`, **medium** when `32² <= area < 96²` and
-# **large** above; AP is reported for each. Counts per category over both splits (crowd
-# regions left out):
+# **large** above; AP is reported for each. (The evaluator's ranges are closed, [0, 32²] and
+# [32², 96²], so an area of exactly 32² counts in both; polygon areas are almost never whole
+# numbers.) Counts per category over both splits (crowd regions left out):
 
 # %%
 def object_table(datasets):

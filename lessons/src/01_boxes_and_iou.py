@@ -14,6 +14,15 @@
 # Code: `mrcnn_edu/reference/boxes.py` (numpy) and `mrcnn_edu/ops/boxes.py` (torch).
 
 # %%
+# You are here: this lesson's stages in the pipeline map of lesson 00.
+import matplotlib.pyplot as plt
+
+from mrcnn_edu import viz
+
+viz.pipeline_map(highlight=1, compact=True)
+plt.show()
+
+# %%
 import inspect
 
 import matplotlib.pyplot as plt
@@ -80,11 +89,12 @@ print("IoU(A, B):", ref.box_iou(a, b))
 # %% [markdown]
 # ## 3. All pairs at once
 #
-# Matching anchors to ground truth needs the IoU of every anchor with every object: tens of
-# thousands × tens. `box_iou(boxes1, boxes2)` broadcasts `(N, 1, 2)` corners against `(1, M, 2)`
-# corners to get the `(N, M, 2)` intersection corners in one go; a negative extent means the
-# boxes do not overlap and is clamped to 0. The union is never 0 unless both boxes have zero area;
-# then the IoU is defined as 0 rather than 0/0 = NaN.
+# Matching anchors to ground truth needs the IoU of every anchor with every object: some
+# 260,000 anchors of a 1024 × 1024 image (lesson 02) × tens of objects. `box_iou(boxes1,
+# boxes2)` broadcasts `(N, 1, 2)` corners against `(1, M, 2)` corners to get the `(N, M, 2)`
+# intersection corners in one go; a negative extent means the boxes do not overlap and is
+# clamped to 0. The union is never 0 unless both boxes have zero area; then the IoU is defined
+# as 0 rather than 0/0 = NaN.
 
 # %%
 print(inspect.getsource(ref.box_iou))
@@ -173,6 +183,35 @@ print("IoU, width = x2 - x1 + 1:", ref.box_iou(plus_one(small_a), plus_one(small
 # %%
 points = np.array([[5.0, 5, 5, 5], [5.0, 5, 5, 5]])
 print(ref.box_iou(points, points))
+
+# %% [markdown]
+# ## Your turn: `box_iou`
+#
+# Now write `box_iou` yourself, in numpy as in section 3 (torch works too): replace the stub's
+# `raise NotImplementedError` in the next cell with your code and run the cell after it.
+# `check` runs your function and the reference on the same inputs: the hand example of
+# section 2 (IoU 1/6), boxes that touch along an edge or at a corner, disjoint, nested and
+# zero-area boxes, empty sets, and random boxes. It prints one line per case; when a case
+# fails it shows the smallest failing input, the expected and the actual output, and names
+# the mistake when it is a classic one (a `+1` in the widths, say). `hint("box_iou")`
+# gives a hint, and more at each call; the last one is the solution. With the stub in
+# place, the check says that the exercise has not been attempted yet.
+
+# %%
+def box_iou(boxes1, boxes2):
+    """Pairwise intersection over union.
+    boxes1 (N, 4) and boxes2 (M, 4): float (x1, y1, x2, y2) with x1 <= x2, y1 <= y2;
+    width = x2 - x1 (no +1). Returns iou (N, M) float, iou[i, j] = IoU(boxes1[i], boxes2[j])
+    = inter / (area1 + area2 - inter). Disjoint, touching or zero-area pairs give 0, never NaN.
+    N or M may be 0.
+    """
+    raise NotImplementedError  # replace this line with your code
+
+# %%
+from mrcnn_edu.exercises import check, hint
+
+check("box_iou", box_iou)
+
 
 # %% [markdown]
 # ## Summary

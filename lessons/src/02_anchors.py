@@ -5,11 +5,20 @@
 # reference boxes, **anchors**, tiled over the image, and for each one predicts "is there an
 # object?" and "how should this box move to fit it?". From the FPN paper (Lin et al., 2017):
 #
-# > We define the anchors to have areas of {32², 64², 128², 256², 512²} pixels on
+# > Formally, we define the anchors to have areas of {32², 64², 128², 256², 512²} pixels on
 # > {P2, P3, P4, P5, P6} respectively. [...] we also use anchors of multiple aspect ratios
 # > {1:2, 1:1, 2:1} at each level. So in total there are 15 anchors over the pyramid.
 #
 # Code: `mrcnn_edu/reference/anchors.py` and its twin `mrcnn_edu/ops/anchors.py`.
+
+# %%
+# You are here: this lesson's stages in the pipeline map of lesson 00.
+import matplotlib.pyplot as plt
+
+from mrcnn_edu import viz
+
+viz.pipeline_map(highlight=2, compact=True)
+plt.show()
 
 # %%
 import inspect
@@ -129,8 +138,9 @@ print("levels:", len(twin), "| all equal:",
 # an anchor that overlaps it well: at IoU >= 0.7 it is matched by the threshold, below that only
 # by the "low-quality" rule that hands every object its best anchor anyway (lesson 04).
 # So for every ground-truth box of the subset we compute its **best anchor IoU**, at the size the
-# model sees the image (shorter side resized to 800, longer side at most 1333). Crowd regions are
-# not training targets and are left out.
+# model sees the image (shorter side resized to 800, longer side at most 1333; the model also
+# pads the batch to a multiple of 32, which only adds anchors beyond the bottom and right edges).
+# Crowd regions are not training targets and are left out.
 
 # %%
 def model_scale(h, w, min_size=800, max_size=1333):
@@ -182,9 +192,9 @@ for name, lo, hi in [("side < 32 px", 0, 32), ("32 <= side < 96", 32, 96), ("sid
 # 32 and 64 on a log scale) reaches at most 32² / 45² ≈ 0.51 with the smaller anchor and
 # 45² / 64² ≈ 0.49 with the larger. And anchor centres sit on a grid of the level's stride, so
 # an object is off-centre by up to half a stride in x and y. Small and very elongated objects
-# fit worst: a 10-pixel object has IoU at most 100 / 1024 ≈ 0.1 with a 32 × 32 anchor. If your own data is dominated by such objects, change `sizes` or
-# `aspect_ratios` (one size per level, all ratios at every level) and re-run this cell before
-# training.
+# fit worst: a 10-pixel object has IoU at most 100 / 1024 ≈ 0.1 with a 32 × 32 anchor. If your
+# own data is dominated by such objects, change `sizes` or `aspect_ratios` (one size per level,
+# all ratios at every level) and re-run this cell before training.
 
 # %% [markdown]
 # ## 7. Pitfalls
@@ -196,7 +206,37 @@ for name, lo, hi in [("side < 32 px", 0, 32), ("32 <= side < 96", 32, 96), ("sid
 #   cell's middle) is just as reasonable, but a model trained with one must be run with the same.
 # - **Order.** The flattened anchors must be in the order of the flattened RPN outputs: per
 #   level, cells row by row, the A anchors of a cell together.
+
+# %% [markdown]
+# ## Your turn: the anchors of one level
 #
+# Write the anchors of **one** level, `level_anchors(image_size, stride, size,
+# aspect_ratios)`: what `generate_anchors` does for each level, so the same as
+# `ref.generate_anchors(image_size, (stride,), (size,), aspect_ratios)[0]`. Replace the
+# stub's `raise NotImplementedError` with your code and run the check below it: the cell
+# of section 1, the 8 x 8 image of section 2, image sizes that are not a multiple of the
+# stride, and real image sizes. A failing case shows the smallest failing input and, for
+# a classic slip (h and w swapped, centres at the cell's middle, rounded anchors, the
+# wrong order), names it. `hint("level_anchors")` helps, more at each call; the last one is the solution.
+
+# %%
+def level_anchors(image_size, stride, size, aspect_ratios=(0.5, 1.0, 2.0)):
+    """The anchors of one FPN level. image_size (H, W); the level has ceil(H / stride) x
+    ceil(W / stride) cells; cell (i, j) is centred at (x, y) = (j * stride, i * stride).
+    Each cell has one anchor per aspect ratio r = h / w, of area size**2:
+    w = size / sqrt(r), h = size * sqrt(r), not rounded.
+    Returns anchors (cells * A, 4) float64 (x1, y1, x2, y2): the A anchors of cell (0, 0) in the
+    order of aspect_ratios, then those of cell (0, 1), ... row by row.
+    """
+    raise NotImplementedError  # replace this line with your code
+
+# %%
+from mrcnn_edu.exercises import check, hint
+
+check("level_anchors", level_anchors)
+
+
+# %% [markdown]
 # ## Summary
 #
 # - An anchor of size s and ratio r = h / w is s / √r wide and s · √r tall (area s²).

@@ -15,6 +15,15 @@
 # Code: `mrcnn_edu/reference/box_coder.py` and its twin `mrcnn_edu/ops/box_coder.py`.
 
 # %%
+# You are here: this lesson's stages in the pipeline map of lesson 00.
+import matplotlib.pyplot as plt
+
+from mrcnn_edu import viz
+
+viz.pipeline_map(highlight=3, compact=True)
+plt.show()
+
+# %%
 import inspect
 import math
 
@@ -81,8 +90,11 @@ for r, d in zip(ratios, log_dw):
 # The RPN encodes with weights (1, 1, 1, 1). The box head refines *proposals* that already
 # overlap their object (IoU >= 0.5), so its raw deltas are small: around 0.1 for the centre,
 # 0.2 for the log-size. Multiplying by (10, 10, 5, 5) brings them to roughly unit scale, which
-# suits the smooth-L1 loss and a randomly initialised linear layer. Here are jittered copies of
-# the subset's ground-truth boxes, kept when IoU >= 0.5 as the head's positives are:
+# suits the smooth-L1 loss and a randomly initialised linear layer. The numbers have a history:
+# Fast R-CNN normalised its regression targets to zero mean and unit variance, py-faster-rcnn
+# fixed the standard deviations at (0.1, 0.1, 0.2, 0.2), and Detectron and torchvision write
+# their inverses as the weights (10, 10, 5, 5). Here are jittered copies of the subset's
+# ground-truth boxes, kept when IoU >= 0.5 as the head's positives are:
 
 # %%
 dataset = CocoDataset(resolve_data_root(), split="train2017")
@@ -107,17 +119,52 @@ print("std with weights (10, 10, 5, 5):        ", weighted.std(axis=0))
 # %% [markdown]
 # ## 4. The clamp
 #
-# Early in training the network can predict dw = 20, and exp(20) ≈ 5 × 10⁸: an absurd box whose
-# area overflows float32 and turns the loss into NaN. torchvision caps dw / ww and dh / wh at
-# log(1000 / 16) ≈ 4.135 before the `exp`, so a decoded box is at most 62.5 times its anchor's
-# width or height. Therefore decode undoes encode **except** where the target is more than 62.5
-# times bigger than its anchor.
+# torchvision's BoxCoder, like Detectron before it, caps dw / ww and dh / wh at
+# log(1000 / 16) ≈ 4.135 before the `exp`, so a decoded box is at most 62.5 times as wide or as
+# tall as its anchor (or proposal). Therefore decode undoes encode **except** where the target is
+# more than 62.5 times bigger than its anchor. What the clamp is for, precisely:
+#
+# - **Not the losses.** The box losses compare predicted deltas with encoded targets (smooth L1,
+#   lesson 07); no decoded box enters them, so the clamp changes no loss and no gradient. It acts
+#   only where boxes are decoded: the RPN's proposals and the final detections. (A loss computed
+#   on decoded boxes, such as the GIoU option of detectron2, does go through it.)
+# - **Keeping `exp` finite.** That is the reason the sources give: "prevent np.exp from
+#   overflowing" (Detectron's config), "Prevent sending too large values into torch.exp()"
+#   (torchvision's BoxCoder). `exp` overflows to inf only above ≈ 88.7 in float32 — exp(20) ≈
+#   4.9 × 10⁸ is a perfectly finite float32 — but already above ≈ 11.1 in float16, in a model
+#   run in half precision. (Under `torch.autocast`, `exp` itself runs in float32, and our model
+#   decodes in float32 anyway.) An infinite width puts the corners at -inf and +inf, and the
+#   first step that combines them gives NaN: the centre x1 + (x2 - x1) / 2 = -inf + inf, which
+#   encode computes for a proposal, or an area inf · 0 for a box of zero height. Clipping to the
+#   image right after decoding, as the RPN does, happens to turn ±inf back into 0 and W; any
+#   step that combines the corners first gets NaN, and NaN then spreads through IoU and NMS.
+# - **The value is a size heuristic.** Detectron's comment: "Heuristic choice based on that would
+#   scale a 16 pixel anchor up to 1000 pixels". 16 px is the base anchor size and the feature
+#   stride of the original Faster R-CNN code, 1000 px the longest image side it used (shorter
+#   side 600, longer at most 1000). No real object is more than 62.5 times the size of the box
+#   regressed onto it; a larger factor comes only from a wild prediction (a diverging step, a
+#   learning rate that is too high), and the clamp turns it into a large but finite box. Any
+#   clamp below 11 keeps `exp` itself finite in float16, but the width aw * exp(dw) must fit too:
+#   for a 512-pixel anchor that needs a clamp below log(65504 / 512) ~ 4.85. log(1000 / 16) ~ 4.14
+#   passes, and it also keeps the box meaningful.
 
 # %%
 print("clamp: log(1000 / 16) =", round(math.log(1000 / 16), 3))
 wild = np.array([[0.0, 0.0, 20.0, 0.0]])
 box = ref.decode_boxes(anchor, wild)
 print("dw = 20 decodes to width", (box[0, 2] - box[0, 0]).round(1), "= 62.5 x the anchor's 10")
+with np.errstate(over="ignore", invalid="ignore"):  # the overflows are the point here
+    for dtype in (np.float16, np.float32):
+        print(f"{dtype.__name__}: exp overflows above {math.log(np.finfo(dtype).max):.2f};  "
+              f"exp(12) = {np.exp(dtype(12)):.4g}, exp(20) = {np.exp(dtype(20)):.4g}, "
+              f"exp(100) = {np.exp(dtype(100))}")
+    # decode's formula without the clamp, in float32, for dw = 100 on the anchor (0, 0, 10, 10)
+    w = np.float32(10) * np.exp(np.float32(100))  # inf
+    x1, x2 = np.float32(5) - w / 2, np.float32(5) + w / 2  # -inf, inf
+    print(f"unclamped: x1 = {x1}, x2 = {x2}, centre x1 + (x2 - x1) / 2 = {x1 + (x2 - x1) / 2}")
+half = ops.decode_boxes(torch.tensor([[0.0, 0, 512, 512]], dtype=torch.float16),
+                        torch.tensor([[0.0, 0, 12, 12]], dtype=torch.float16))  # the largest anchor
+print("float16, dw = dh = 12 on a 512 px anchor, clamped: finite box:", bool(torch.isfinite(half).all()))
 
 # %%
 rng = np.random.default_rng(1)
@@ -168,7 +215,49 @@ for w, bad, good in zip(widths, wrong, right):
 # Even where it is defined, it is not what decode inverts: decode computes w = w' · exp(dw),
 # so feeding it log((w - w') / w') = log 1 = 0 for a target twice as wide returns the anchor's
 # width, not the target's.
+
+# %% [markdown]
+# ## Your turn: encode and decode
 #
+# Write `encode_boxes` and then `decode_boxes` yourself, replacing each stub's
+# `raise NotImplementedError`, and run the check after each. The cases include the hand
+# example of section 1, the head's weights (10, 10, 5, 5), targets smaller than their
+# anchor, deltas that need the clamp (and one that does not, because of the weights),
+# several classes per row, and random proposals. `hint("encode_boxes")` and
+# `hint("decode_boxes")` give hints, more at each call; the last one is the solution.
+
+# %%
+def encode_boxes(anchors, targets, weights=(1.0, 1.0, 1.0, 1.0)):
+    """The deltas that move each anchor onto its target (torchvision's BoxCoder.encode).
+    anchors (N, 4) and targets (N, 4): (x1, y1, x2, y2) with positive widths and heights;
+    weights (wx, wy, ww, wh). With w = x2 - x1, cx = x1 + 0.5 * w (same for h, cy):
+    dx = wx * (gx - ax) / aw, dy = wy * (gy - ay) / ah, dw = ww * log(gw / aw),
+    dh = wh * log(gh / ah), where a is the anchor and g its target.
+    Returns deltas (N, 4) float: columns (dx, dy, dw, dh).
+    """
+    raise NotImplementedError  # replace this line with your code
+
+# %%
+from mrcnn_edu.exercises import check, hint
+
+check("encode_boxes", encode_boxes)
+
+# %%
+def decode_boxes(anchors, deltas, weights=(1.0, 1.0, 1.0, 1.0)):
+    """Apply deltas to anchors: the inverse of encode_boxes (torchvision's BoxCoder.decode).
+    anchors (N, 4) (x1, y1, x2, y2); deltas (N, 4 * C): C boxes per anchor, columns
+    (dx, dy, dw, dh) repeated; weights (wx, wy, ww, wh). With aw = x2 - x1,
+    ax = x1 + 0.5 * aw: cx = dx / wx * aw + ax, w = aw * exp(min(dw / ww, log(1000 / 16)))
+    (same for y and h); the box is (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2).
+    Returns boxes (N, 4 * C) float, laid out like deltas.
+    """
+    raise NotImplementedError  # replace this line with your code
+
+# %%
+check("decode_boxes", decode_boxes)
+
+
+# %% [markdown]
 # ## Summary
 #
 # - encode: dx = wx (gx - ax) / aw, dy likewise, dw = ww log(gw / aw), dh likewise; centres at
@@ -176,7 +265,9 @@ for w, bad, good in zip(widths, wrong, right):
 # - Log space makes size changes symmetric and decoded widths positive; dividing by the anchor's
 #   size makes deltas scale-invariant.
 # - RPN weights (1, 1, 1, 1); box head (10, 10, 5, 5) to bring small refinements to unit scale.
-# - decode clamps dw / ww, dh / wh at log(1000 / 16): decode undoes encode except there.
+# - decode clamps dw / ww, dh / wh at log(1000 / 16): decode undoes encode except there. The
+#   clamp keeps `exp` finite (float16 overflows above 11.1, float32 above 88.7) and a box
+#   within 62.5 times its anchor; the losses, on deltas, never see it.
 #
 # ## Exercises
 #

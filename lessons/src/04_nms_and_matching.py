@@ -13,6 +13,15 @@
 # in `mrcnn_edu/ops/`.
 
 # %%
+# You are here: this lesson's stages in the pipeline map of lesson 00.
+import matplotlib.pyplot as plt
+
+from mrcnn_edu import viz
+
+viz.pipeline_map(highlight=4, compact=True)
+plt.show()
+
+# %%
 import inspect
 
 import matplotlib.pyplot as plt
@@ -116,7 +125,8 @@ for threshold in (0.3, 0.5, 0.7, 0.9):
 # %% [markdown]
 # ## 3. The torch twin, and why it is not a loop
 #
-# The model runs NMS on 1,000–6,000 boxes per image, so `mrcnn_edu.ops.nms` must be quick
+# The model runs NMS on up to 2,000 proposals per FPN level of every training image (1,000 at
+# inference), then per class on the box head's detections, so `mrcnn_edu.ops.nms` must be quick
 # without a compiled kernel. It sweeps the sorted boxes in blocks of 256. Inside a block, the
 # greedy decisions solve keep[j] = not any(keep[i] and IoU(i, j) > t, i < j): a triangular system
 # with one solution, found by iterating from "keep everything" until nothing changes (a few
@@ -162,8 +172,9 @@ print("twin identical on 3000 boxes, 5 labels:", same)
 #
 # The RPN's training targets (Faster R-CNN, §3.1.2): an anchor is **positive** if its IoU with
 # some ground-truth box is >= 0.7, **negative** if its IoU with every ground-truth box is < 0.3,
-# and **ignored** in between. Because some objects have no anchor at 0.7 (lesson 02), each object
-# also makes its best anchor(s) positive: the **low-quality matches**.
+# and **ignored** in between. (The paper says "higher than 0.7"; torchvision's Matcher, and so
+# we, count exactly 0.7 as positive.) Because some objects have no anchor at 0.7 (lesson 02),
+# each object also makes its best anchor(s) positive: the **low-quality matches**.
 #
 # `match_anchors(iou)` takes the (G, A) matrix `box_iou(gt_boxes, anchors)` — ground truth along
 # the rows, like torchvision's Matcher — and returns two (A,) int64 arrays: the matched gt index
@@ -182,8 +193,10 @@ print("+ low quality:  ", ref.match_anchors(hand_iou))
 # by the thresholds, but it is gt 1's best anchor, so the low-quality rule makes it positive.
 # Anchors 2 and 3 are below 0.3 everywhere: negative. Details that follow torchvision:
 # all anchors tied for a gt's best are promoted; a promoted anchor keeps its *own* best gt as
-# match (it differs from the gt that promoted it only if it overlaps another gt even more);
-# and a gt that touches no anchor at all (best IoU 0) promotes nothing.
+# match (it differs from the gt that promoted it only if it overlaps another gt even more).
+# One guard torchvision's Matcher lacks: a gt that touches no anchor at all (best IoU 0)
+# promotes nothing here, where in torchvision every anchor ties at that best of 0 and is
+# promoted.
 
 # %%
 print(inspect.getsource(ref.match_anchors))
@@ -191,7 +204,7 @@ print(inspect.getsource(ref.match_anchors))
 # %% [markdown]
 # ## 6. On a real image, and sampling
 #
-# All anchors of the image against its objects. Most anchors are negatives, a few hundred are
+# All anchors of the image against its objects. Most anchors are negatives, several hundred are
 # ignored, a handful are positive. The loss then sees a **sample**: `sample_labels(labels, 256,
 # 0.5)` keeps at most 128 positives, fills up to 256 with negatives, and sets the rest to -1.
 # (The box head does the same later with 512 proposals, a quarter positive.)
@@ -247,6 +260,48 @@ t_matched, t_labels = ops.match_anchors(torch.tensor(iou))
 print("match identical:", np.array_equal(t_matched.numpy(), matched), np.array_equal(t_labels.numpy(), labels))
 t_sampled = ops.sample_labels(t_labels, 256, 0.5, generator=0)
 print("sample counts:", int((t_sampled == 1).sum()), "+", int((t_sampled == 0).sum()))
+
+# %% [markdown]
+# ## Your turn: greedy NMS and anchor matching
+#
+# Write the greedy `nms` of section 1 and the `match_anchors` of section 5 yourself,
+# replacing each stub's `raise NotImplementedError`, and run the check after each. The
+# NMS cases include an IoU exactly at the threshold, equal scores, scores out of index
+# order and a chain A-B-C; the matching cases include IoUs of exactly 0.7 and 0.3, a gt
+# with two anchors tied at its best IoU, and a gt that touches no anchor. A failing case
+# shows the smallest failing input and names a classic slip when it recognises one.
+# `hint("nms")` and `hint("match_anchors")` give hints, more at each call; the last one is the solution.
+
+# %%
+def nms(boxes, scores, iou_threshold):
+    """Greedy non-maximum suppression. boxes (N, 4) (x1, y1, x2, y2), scores (N,).
+    Visit the boxes from the highest score down (equal scores: lower index first); keep a box
+    unless its IoU with a box already kept is > iou_threshold (equal to it: kept).
+    Returns keep (K,) int64: indices into boxes of the kept boxes, highest score first.
+    N may be 0.
+    """
+    raise NotImplementedError  # replace this line with your code
+
+# %%
+from mrcnn_edu.exercises import check, hint
+
+check("nms", nms)
+
+# %%
+def match_anchors(iou, high=0.7, low=0.3, allow_low_quality=True):
+    """Match every anchor to a ground-truth box and label it (torchvision's Matcher).
+    iou (G, A): IoU of each of G gt boxes with each of A anchors. Returns (matched_idx, labels):
+    matched_idx (A,) int64: the gt with the highest IoU for each anchor (first on ties);
+    only checked where the label is 1. labels (A,) int64: 1 if that highest IoU >= high,
+    0 if < low, -1 (ignored) in between. With allow_low_quality, every anchor that reaches
+    some gt's highest IoU (ties included) is made positive too, unless that highest IoU is 0.
+    G = 0: every label 0, matched_idx 0.
+    """
+    raise NotImplementedError  # replace this line with your code
+
+# %%
+check("match_anchors", match_anchors)
+
 
 # %% [markdown]
 # ## Summary

@@ -7,12 +7,22 @@
 #
 # - A **ResNet stage** is a group of residual blocks working at one resolution. The stages
 #   `conv2_x .. conv5_x` end at strides 4, 8, 16, 32: their outputs are called **C2 .. C5**.
-# - An **FPN level** Pk is a map at stride 2**k with the same 256 channels everywhere, built by
-#   adding an upsampled coarser level to a 1 x 1 projection of Ck (Lin et al. 2017).
+# - An **FPN level** Pk is a map at stride 2**k with the same 256 channels everywhere: a 1 x 1
+#   projection of Ck plus the 2x-upsampled sum from the coarser level, smoothed by a 3 x 3 conv
+#   (P6 is P5 subsampled; Lin et al. 2017).
 # - Each RoI is pooled from **one** level, chosen by its size (the FPN paper's equation 1).
 #
 # Code: `mrcnn_edu/reference/fpn_levels.py` and its twin `mrcnn_edu/ops/fpn_levels.py`; the
 # networks themselves are `mrcnn_edu/model/backbone.py` and `mrcnn_edu/model/fpn.py`.
+
+# %%
+# You are here: this lesson's stages in the pipeline map of lesson 00.
+import matplotlib.pyplot as plt
+
+from mrcnn_edu import viz
+
+viz.pipeline_map(highlight=5, compact=True)
+plt.show()
 
 # %%
 import inspect
@@ -71,8 +81,8 @@ assert [tuple(m.shape[1:]) for m in c_maps] == c_shapes
 assert [tuple(m.shape[1:]) for m in p_maps] == p_shapes
 
 # %% [markdown]
-# Drawn to scale (square side = map width): the bottom-up pathway on the left, the pyramid the
-# heads read on the right. Channels grow as the maps shrink in the backbone; in the FPN they
+# Drawn to scale (square side = map width): the bottom-up pathway on top, the pyramid the heads
+# read below. Channels grow as the maps shrink in the backbone; in the FPN they
 # are all 256, so one RoI head can read any level.
 
 # %%
@@ -84,6 +94,19 @@ axes[1].set_title("FPN levels")
 plt.show()
 
 # %% [markdown]
+# How the pyramid is wired, as `FPN.forward` in `mrcnn_edu/model/fpn.py` does it: each Ck goes
+# through a 1 x 1 **lateral** conv to the same F channels (256; 64 in the tiny preset). The
+# **top-down** path starts at C5's projection; at each finer level the running sum is upsampled
+# 2x by nearest neighbour and added to that level's lateral. A 3 x 3 conv on each sum gives Pk.
+# P6 is P5 max-pooled with a 1 x 1 window and stride 2: every other cell of P5, no new weights.
+# The top-down path carries C5's strong semantics down to the fine maps; the laterals bring back
+# the fine maps' precise positions.
+
+# %%
+viz.fpn_diagram()
+plt.show()
+
+# %% [markdown]
 # ## 2. The level formula
 #
 # The FPN paper (Lin et al. 2017, section 4.2, equation 1): a RoI of width w and height h (in
@@ -92,25 +115,37 @@ plt.show()
 # $$k = \lfloor k_0 + \log_2(\sqrt{wh} / 224) \rfloor, \qquad k_0 = 4,$$
 #
 # "224 is the canonical ImageNet pre-training size, and k0 is the target level on which an RoI
-# with w x h = 224^2 should be mapped". Then k is clamped to the levels that exist, P2..P5.
+# with w x h = 224^2 should be mapped into". The paper sets k0 = 4 by analogy with the
+# single-scale Faster R-CNN, which pools every RoI from C4. P6 serves only the RPN, so
+# implementations clamp k to the levels the RoI heads read, P2..P5.
 #
-# **Settling the constants.** Write-ups disagree: some quote k0 = 5, some a canonical size of
-# 256. The paper's k0 = 4 with 224 is what torchvision's `LevelMapper` and Detectron use
+# **Settling the constants.** Write-ups you will meet repeat a few slips in this equation:
+#
+# - **"244" for 224**, a transposed digit. The paper, torchvision and Detectron all use 224,
+#   the side of the ImageNet training crop.
+# - **k0 = 5**, or a canonical size of **256**: each moves every boundary, by a whole level or
+#   by log2(256 / 224) ≈ 0.19 of one.
+# - **round instead of floor**: matterport's widely copied Mask_RCNN computes
+#   `4 + round(log2(sqrt(wh) / 224))`, which moves every boundary down by half a level (a 160 px
+#   RoI reads P4 instead of P3), so an RoI is 10 to 20 cells wide on its level instead of 14 to 28.
+#
+# The paper's floor with k0 = 4 and 224 is what torchvision's `LevelMapper` and Detectron use
 # (`ROI_CANONICAL_LEVEL: 4`, `ROI_CANONICAL_SCALE: 224`), and torchvision adds an epsilon of
 # 1e-6 inside the floor. What matters is the pairing it produces: a 224 px RoI reads P4
 # (stride 16), so it becomes 14 cells wide -- twice the 7 x 7 output of the box head.
 # Every RoI lands on the level where it is 14 to 28 cells wide (unless clamped). Here are the
-# three variants side by side:
+# variants side by side:
 
 # %%
-sides = np.array([32, 64, 100, 111, 112, 150, 224, 300, 447, 448, 600, 900], float)
+sides = np.array([32, 64, 100, 111, 112, 150, 160, 224, 300, 447, 448, 600, 900], float)
 boxes = np.stack([np.zeros_like(sides), np.zeros_like(sides), sides, sides], 1)
 paper = ref.assign_fpn_levels(boxes)  # k0 = 4, 224
 k0_5 = ref.assign_fpn_levels(boxes, canonical_level=5)
 c256 = ref.assign_fpn_levels(boxes, canonical_size=256)
-print(" side  k0=4,224  k0=5,224  k0=4,256  cells wide on the paper's level")
-for s, a, b, c in zip(sides, paper, k0_5, c256):
-    print(f"{s:5.0f}  {a:8d}  {b:8d}  {c:8d}  {s / 2 ** a:6.1f}")
+rounded = np.clip(4 + np.round(np.log2(sides / 224)), 2, 5).astype(int)  # round, not floor
+print(" side  k0=4,224  k0=5,224  k0=4,256  round  cells wide on the paper's level")
+for s, a, b, c, r in zip(sides, paper, k0_5, c256, rounded):
+    print(f"{s:5.0f}  {a:8d}  {b:8d}  {c:8d}  {r:5d}  {s / 2 ** a:6.1f}")
 
 # %% [markdown]
 # Hand example: a 100 x 50 box. sqrt(5000) = 70.7; 70.7 / 224 = 0.316; log2(0.316) = -1.66;
@@ -189,13 +224,41 @@ plt.show()
 # %% [markdown]
 # Most COCO objects are small: even after the resize to 800, about half of the boxes are pooled
 # from P2, the finest level, where a stride of 4 px keeps their details. Few reach P5.
+
+# %% [markdown]
+# ## Your turn: the FPN level of a RoI
 #
+# Write `assign_fpn_levels` yourself, replacing the stub's `raise NotImplementedError`,
+# and run the check below it: the boxes of section 2, tiny and huge RoIs that need the
+# clamp, the sliding boxes a hair under 112 and 448 pixels that need the 1e-6, a
+# zero-area box, other levels and canonical sizes, and random RoIs. A failing case
+# shows the smallest failing input and names a classic slip when it recognises one
+# (round instead of floor, say). `hint("assign_fpn_levels")` helps, more at each call; the last one is the solution.
+
+# %%
+def assign_fpn_levels(boxes, k_min=2, k_max=5, canonical_size=224, canonical_level=4):
+    """The FPN level that pools each RoI (FPN paper, eq. 1; torchvision's LevelMapper).
+    boxes (K, 4) float (x1, y1, x2, y2). With w = x2 - x1 and h = y2 - y1 (negative counts as 0):
+    k = floor(canonical_level + log2(sqrt(w * h) / canonical_size) + 1e-6), clamped to
+    [k_min, k_max]; a zero-area box goes to k_min.
+    Returns levels (K,) int64.
+    """
+    raise NotImplementedError  # replace this line with your code
+
+# %%
+from mrcnn_edu.exercises import check, hint
+
+check("assign_fpn_levels", assign_fpn_levels)
+
+
+# %% [markdown]
 # ## Summary
 # - C2..C5 are the outputs of ResNet stages 2-5 at strides 4..32 (256..2048 channels for
 #   ResNet-50); P2..P5 are FPN maps at the same strides with 256 channels each, and P6 = P5
 #   subsampled.
 # - A RoI reads level floor(4 + log2(sqrt(w h) / 224) + 1e-6), clamped to [2, 5]: the level where
-#   it is 14 to 28 cells wide. The paper's constants are k0 = 4 and 224.
+#   it is 14 to 28 cells wide. The paper's constants are k0 = 4 and 224 with a floor: not
+#   "244", not k0 = 5, not round.
 # - The area decides, not the shape; most COCO boxes land on P2 and P3.
 #
 # ## Exercises

@@ -19,6 +19,15 @@
 # map units, like an image pixel.
 
 # %%
+# You are here: this lesson's stages in the pipeline map of lesson 00.
+import matplotlib.pyplot as plt
+
+from mrcnn_edu import viz
+
+viz.pipeline_map(highlight=6, compact=True)
+plt.show()
+
+# %%
 import inspect
 
 import matplotlib.pyplot as plt
@@ -264,9 +273,56 @@ for s in strides:
 # At stride 1 the difference is RoIPool's max (it dilates the mask) and its whole-pixel bins;
 # at strides 4-16, where the heads actually read, quantisation costs RoIPool 0.15-0.2 IoU that
 # RoIAlign keeps. The paper measured the same effect on the trained model: RoIAlign improved
-# mask AP by about 3 points at stride 16 (ResNet-50-C4) and 7.3 points at stride 32 over RoIPool
-# (He et al. 2017, Table 2c/2d).
+# mask AP over RoIPool by about 3 points at stride 16 (ResNet-50-C4, Table 2c: 26.9 -> 30.3) and
+# by 7.3 points at stride 32 (ResNet-50-C5, Table 2d: 23.6 -> 30.9) (He et al. 2017).
+
+# %% [markdown]
+# ## Your turn: one bilinear sample, then RoIAlign of one RoI
 #
+# Write `bilinear_sample` with the edge rules of section 2, then use it to write RoIAlign for a
+# single box on a single (C, H, W) map. Each stub's docstring is the contract. `check` runs your
+# function on the hand example of section 2, on edge cases (the map's border and its one-cell
+# margin, RoIs that leave the map, tiny RoIs, adaptive sampling, `aligned=False`) and on random
+# inputs; when a case fails it shows the smallest failing input and names the most likely slip.
+# `hint("bilinear_sample")` and `hint("roi_align_single")` give a hint, and one more each time you
+# call them; the last one is the solution.
+
+# %%
+def bilinear_sample(feature, y, x):
+    """One bilinear sample of a feature map, with torchvision's RoIAlign rules.
+    feature (H, W) float; y, x floats in cell-centre units: (y, x) = (i, j) reads cell (i, j)
+    exactly, and in between the four neighbours are weighted by their distance, e.g. at
+    (1.3, 2.6): 0.7 * 0.4 * f[1, 2] + 0.7 * 0.6 * f[1, 3]
+              + 0.3 * 0.4 * f[2, 2] + 0.3 * 0.6 * f[2, 3].
+    Edges: a sample with y < -1 or y > H or x < -1 or x > W is 0. Otherwise a negative
+    coordinate is clamped to 0, and on or past the last centre (y >= H - 1) the last row alone
+    is used (same for x). Returns a float.
+    """
+    raise NotImplementedError
+
+# %%
+from mrcnn_edu.exercises import check, hint
+
+check("bilinear_sample", bilinear_sample)
+
+# %%
+def roi_align_single(feature, box, output_size, spatial_scale, sampling_ratio=-1,
+                     aligned=True):
+    """RoIAlign of ONE box on ONE feature map (torchvision's kernel).
+    feature (C, H, W) float; box (4,) = (x1, y1, x2, y2) in image pixels; output_size int or
+    (h, w); spatial_scale = 1 / stride. Returns pooled (C, h, w) float.
+    offset = 0.5 if aligned else 0; x1' = x1 * spatial_scale - offset (same for y1, x2, y2);
+    roi_w = x2' - x1' (with aligned=False: max(roi_w, 1)); bin_w = roi_w / w;
+    gw = sampling_ratio if sampling_ratio > 0 else ceil(bin_w) samples per bin side (same for h);
+    sample x = x1' + pw * bin_w + (ix + 0.5) * bin_w / gw for ix = 0 .. gw - 1;
+    each bin is the mean of its gh * gw samples (bilinear_sample rules; 0 when gh * gw = 0).
+    """
+    raise NotImplementedError
+
+# %%
+check("roi_align_single", roi_align_single)
+
+# %% [markdown]
 # ## Summary
 # - RoIPool rounds the RoI to cells (half away from zero, inclusive "+1" count), cuts it into
 #   whole-cell bins with floor/ceil, and takes a max; an empty bin is 0.

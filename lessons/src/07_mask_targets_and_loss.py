@@ -14,6 +14,15 @@
 # Code: `mrcnn_edu/reference/masks.py`, `mrcnn_edu/reference/losses.py` and their torch twins.
 
 # %%
+# You are here: this lesson's stages in the pipeline map of lesson 00.
+import matplotlib.pyplot as plt
+
+from mrcnn_edu import viz
+
+viz.pipeline_map(highlight=7, compact=True)
+plt.show()
+
+# %%
 import inspect
 
 import matplotlib.pyplot as plt
@@ -23,6 +32,7 @@ import torch.nn.functional as F
 
 from mrcnn_edu import ops, reference as ref, viz
 from mrcnn_edu.data import CocoDataset, resolve_data_root
+from mrcnn_edu.reference.masks import mask_coordinate
 
 np.set_printoptions(precision=2, suppress=True)
 
@@ -88,15 +98,72 @@ print("twin == reference:", np.array_equal(twin_targets.numpy(), targets))
 
 # %% [markdown]
 # **Pitfall: small objects lose their corners.** A box smaller than 28 px is *upsampled* to
-# 28 x 28; bilinear upsampling rounds the object's corners (a corner cell sees the object on
-# only about a third of its area), and the 0.5 threshold cuts them off. A 6 x 6 square cut to
-# 28 x 28 with its own box as the RoI:
+# 28 x 28; bilinear upsampling rounds the object's corners, and the 0.5 threshold cuts them off.
+# A 6 x 6 square cut to 28 x 28 with its own box as the RoI: a border cell reads about 0.6 (its
+# single sample lies 0.39 pixel from the last object pixel's centre, towards the background), so
+# it stays on; a corner cell reads about 0.6 x 0.6 = 0.37 and goes off, and so do its two
+# neighbours along the border (about 0.6 x 0.82 = 0.498):
 
 # %%
 square = np.zeros((1, 12, 12), np.uint8)
 square[0, 3:9, 3:9] = 1
 corner = ref.mask_targets(square, np.array([0]), np.array([[3.0, 3, 9, 9]]), 28)[0]
 print(f"on-fraction {corner.mean():.3f} (1.0 would be the full square); corner cell {corner[27, 27]:.0f}")
+print("top-left corner of the target:\n", corner[:3, :3])
+
+# %% [markdown]
+# **`aligned=True`, where torchvision uses `aligned=False`.** torchvision builds its mask targets
+# in `roi_heads.project_masks_on_boxes` with `roi_align(gt_masks, rois, (M, M), 1.)`: the
+# defaults `sampling_ratio=-1` and **`aligned=False`**, the legacy half-pixel convention of
+# lesson 06; its `maskrcnn_loss` then trains on those soft values without a threshold.
+# Detectron2 (`BitMasks.crop_and_resize`) uses `aligned=True` and `>= 0.5`, as we do. Why it
+# matters: `aligned=False` reads the mask half an image pixel to the right of and below each
+# sample, so the object shifts half a pixel up and left in its target. In target cells that is
+# M / (2 w) for an RoI w pixels wide: 2.3 cells for the 6-pixel square above, under one cell for
+# the horses. The same RoIAlign call with either flag (with `aligned=True` it *is* `mask_targets`):
+
+# %%
+def roi_align_targets(gt_masks, rois, aligned, size=28):
+    """(K, size, size) targets of RoI k over gt mask k: RoIAlign with `aligned`, then >= 0.5."""
+    with_batch = np.concatenate([np.arange(len(rois))[:, None], rois], 1)  # (K, 5)
+    soft = ref.roi_align(gt_masks[:, None].astype(np.float64), with_batch, size, 1.0,
+                         sampling_ratio=-1, aligned=aligned)[:, 0]  # (K, size, size)
+    return (soft >= 0.5).astype(np.float64)
+
+
+print("aligned=True is mask_targets:", np.array_equal(roi_align_targets(masks, proposals, True), targets))
+legacy_square = roi_align_targets(square, np.array([[3.0, 3, 9, 9]]), aligned=False)[0]
+for name, t in (("aligned=True ", corner), ("aligned=False", legacy_square)):
+    row = lambda r: "".join(str(int(v)) for v in r)  # noqa: E731
+    print(f"{name}: {int(t.sum())} of 784 on; first row {row(t[0])}, last row {row(t[27])}, "
+          f"first column {row(t[:, 0])}")
+
+# %% [markdown]
+# With `aligned=False` the square's target loses its bottom rows and right columns and fills the
+# top row and left column: a 6 x 6 square learnt that way is predicted up and to the left. On
+# the horses, paste each target back over its proposal (section 4) and compare it with the
+# ground truth inside that proposal: the `aligned=True` targets describe the object better; the
+# RoIs under 60 pixels lose 0.03-0.07 IoU with `aligned=False`, the two over 110 pixels at most 0.01.
+
+# %%
+legacy = roi_align_targets(masks, proposals, aligned=False)  # (G, 28, 28)
+inside = ref.paste_masks(np.ones_like(targets), proposals, masks.shape[1:])  # (G, H, W) proposal pixels
+truth = (masks > 0) & inside  # the part of each object that its proposal can show
+print("proposal widths (px):", (proposals[:, 2] - proposals[:, 0]).round(1))
+print("target cells that differ:", (legacy != targets).sum((1, 2)))
+for name, t in (("aligned=True ", targets), ("aligned=False", legacy)):
+    back = ref.paste_masks(t, proposals, masks.shape[1:])  # (G, H, W)
+    iou = (back & truth).sum((1, 2)) / (back | truth).sum((1, 2))
+    print(f"{name}: IoU with the ground truth inside the proposal {iou.round(3)}")
+k = int((legacy != targets).sum((1, 2)).argmax())
+fig, axes = plt.subplots(1, 3, figsize=(9, 3))
+for ax, t, title in ((axes[0], targets[k], "aligned=True"), (axes[1], legacy[k], "aligned=False"),
+                     (axes[2], legacy[k] - targets[k], "blue gained, red lost")):
+    difference = title.startswith("blue")
+    ax.imshow(t, cmap="RdBu" if difference else "Greys", vmin=-1 if difference else 0, vmax=1)
+    ax.set_title(f"target {k}: {title}")
+    ax.axis("off")
+plt.show()
 
 # %% [markdown]
 # ## 2. The losses
@@ -191,13 +258,20 @@ print("reference:", round(ref.mask_loss(mask_logits, pos_labels, mask_targets), 
 # $$u = \frac{x + 0.5 - x_1}{x_2 - x_1} M - 0.5, \qquad v = \frac{y + 0.5 - y_1}{y_2 - y_1} M - 0.5$$
 #
 # (clamped to [0, M - 1], bilinear), and is on when the value is >= 0.5. Hand example: a 3 x 3
-# mask whose left column is 1, pasted into the box (2, 3, 6, 8) of a 10 x 10 image. The box
-# covers pixel columns 2..5; their u = 0.06, 0.81, 1.56, 2.31, so the mask values read are
-# 0.94, 0.19, 0, 0: only column 2 is on.
+# mask whose left column is 1, pasted into the box (2, 3, 6, 8) of a 10 x 10 image, M = 3. The
+# box covers pixel columns 2..5 (centres 2.5 .. 5.5) and rows 3..7; along x the formula gives
+# u = (x + 0.5 - 2) / 4 x 3 - 0.5 = -0.125 (clamped to 0), 0.625, 1.375, 2.125 (clamped to 2),
+# so the mask values read are 1, 0.375, 0, 0: only column 2 is on. `mask_coordinate` is the
+# package's map from a pixel to (low cell, high cell, fraction):
 
 # %%
 left = np.zeros((1, 3, 3))
 left[0, :, 0] = 1
+for x in range(2, 6):
+    u = (x + 0.5 - 2.0) / (6.0 - 2.0) * 3 - 0.5
+    low, high, frac = mask_coordinate(x, 2.0, 6.0, 3)
+    value = (1 - frac) * left[0, 0, low] + frac * left[0, 0, high]
+    print(f"column {x}: u = {u:6.3f} -> cells {low}, {high}, fraction {frac:.3f} -> reads {value:.3f}")
 pasted = ref.paste_masks(left, np.array([[2.0, 3, 6, 8]]), (10, 10))
 print(pasted[0].astype(int))
 print("twin equal:", np.array_equal(pasted, ops.paste_masks(torch.tensor(left),
@@ -218,9 +292,48 @@ viz.draw_masks(back, ax=viz.show_image(image, ax=axes[1], title="28 x 28 and pas
 plt.show()
 
 # %% [markdown]
+# ## Your turn: the mask target of one RoI, and the mask loss
+#
+# Write `mask_target_single`, section 1's recipe for one RoI (you may call `ref.roi_align`), and
+# `mask_loss`, sections 2-3's per-class sigmoid loss. `check` compares them with the package on the
+# hand examples, on edge cases (cells exactly half covered, boxes that leave the image, a box on
+# background only, logits of +-100) and on random inputs, and names the most likely slip when a
+# case fails. `hint("mask_target_single")` gives a hint, and one more each time you call it.
+
+# %%
+def mask_target_single(gt_mask, box, size=28):
+    """The size x size mask target of ONE RoI.
+    gt_mask (H, W) uint8 0/1: the matched object's mask in the image; box (4,) float
+    (x1, y1, x2, y2): the RoI in image pixels. Returns target (size, size) float of 0.0 / 1.0:
+    RoIAlign of the mask over the box to size x size (spatial_scale 1, aligned=True,
+    sampling_ratio=-1, i.e. ceil(bin size) samples per bin side), then >= 0.5.
+    """
+    raise NotImplementedError
+
+# %%
+from mrcnn_edu.exercises import check, hint
+
+check("mask_target_single", mask_target_single)
+
+# %%
+def mask_loss(mask_logits, labels, mask_targets):
+    """The Mask R-CNN mask loss: per-class sigmoids, only the ground-truth class's channel counts.
+    mask_logits (K, C + 1, M, M) float, one channel per class (channel 0, background, unused);
+    labels (K,) int in 1..C, the class of each positive RoI; mask_targets (K, M, M) of 0.0 / 1.0.
+    Returns a float: the mean over the K * M * M pixels of the channel labels[k] of
+    BCE(x, z) = -z log(sigmoid(x)) - (1 - z) log(1 - sigmoid(x)), computed stably
+    (no inf or NaN for |x| of 100). 0.0 when K = 0.
+    """
+    raise NotImplementedError
+
+# %%
+check("mask_loss", mask_loss)
+
+# %% [markdown]
 # ## Summary
-# - Mask targets: RoIAlign of the ground-truth mask over the RoI to 28 x 28, threshold 0.5.
-#   Objects smaller than 28 px lose their corners.
+# - Mask targets: RoIAlign (`aligned=True`) of the ground-truth mask over the RoI to 28 x 28,
+#   threshold 0.5. Objects smaller than 28 px lose their corners. torchvision's legacy
+#   `aligned=False` shifts every target half an image pixel up and left.
 # - Losses: smooth L1 with beta 1/9 on positives' deltas (RPN: / sampled anchors; box head: on
 #   the true class's deltas, / K), BCE for objectness, cross-entropy for classes, and per-class
 #   sigmoid BCE for masks on the true class's channel only.
@@ -228,8 +341,8 @@ plt.show()
 # - Pasting: pixel centres inside the box sample the mask bilinearly at the formula above.
 #
 # ## Exercises
-# 1. Compute mask targets with `aligned=False` (call `ref.roi_align` yourself) for the real
-#    image above. How many target pixels change?
+# 1. Repeat the `aligned=True` / `aligned=False` comparison of section 1 with `size=14` and
+#    `size=56`. How does the number of changed target cells grow with M, and why?
 # 2. Paste the targets back with threshold 0.3 and 0.7. How does the mean IoU move, and why is
 #    0.5 the natural choice for targets made at 0.5?
 # 3. Write the class-agnostic mask loss (one channel) and check that it equals `mask_loss` when

@@ -15,6 +15,15 @@
 # Code: `mrcnn_edu/model/roi_heads.py`.
 
 # %%
+# You are here: this lesson's stages in the pipeline map of lesson 00.
+import matplotlib.pyplot as plt
+
+from mrcnn_edu import viz
+
+viz.pipeline_map(highlight=9, compact=True)
+plt.show()
+
+# %%
 import dataclasses
 import inspect
 import math
@@ -31,13 +40,16 @@ from mrcnn_edu.model.roi_heads import BoxHead, MaskHead, as_rois
 
 np.set_printoptions(precision=3, suppress=True)
 torch.set_printoptions(precision=3, sci_mode=False)
-torch.set_num_threads(1)  # the same sums in the same order on every machine: same top-k and NMS
+torch.set_num_threads(1)  # the same result on every run of one machine
 
 # %% [markdown]
 # ## 1. Proposals from an untrained RPN
 #
-# The model, image and RPN as in lesson 08 (seed 0), on an image with objects of several sizes:
-# a couch, two people and two hot dogs. In training mode the RPN returns 500 proposals.
+# The model and RPN as in lesson 08 (seed 0), on another image, with objects of several sizes:
+# a couch, two people and two hot dogs. In training mode the RPN returns 500 proposals. As in
+# lesson 08, a cell whose numbers come from the network's outputs is marked
+# `# NBVAL_IGNORE_OUTPUT` (another CPU may change their last digits), and the cell after it
+# checks what the text says about them.
 
 # %%
 dataset = CocoDataset(resolve_data_root(), split="train2017")
@@ -56,21 +68,36 @@ with torch.no_grad():
 shown = batch[0, :, :h, :w] * model.transform.pixel_std + model.transform.pixel_mean  # (3, h, w)
 print(f"resized {(h, w)}, padded {tuple(batch.shape[-2:])}, {len(proposals[0])} proposals")
 print("objects:", names)
-print("best proposal IoU per object:", ops.box_iou(gt, proposals[0]).max(dim=1).values.numpy())
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+best_iou = ops.box_iou(gt, proposals[0]).max(dim=1).values  # (G,)
+print("best proposal IoU per object:", best_iou.numpy())
+
+# %%
+no_hit = bool((best_iou < 0.5).all())
+assert no_hit
+print("no object has a proposal at IoU >= 0.5:", no_hit)
 
 # %% [markdown]
 # ## 2. Add the ground truth, match at 0.5, sample
 #
-# The paper (section 3.1): "Each mini-batch has 2 images per GPU and each image has N sampled
-# RoIs, with a ratio of 1:3 of positive to negatives. N is 64 for the C4 backbone and 512 for
-# FPN." Three rules (torchvision's, from Fast R-CNN):
+# The paper (section 3.1): "As in Fast R-CNN, an RoI is considered positive if it has IoU with a
+# ground-truth box of at least 0.5 and negative otherwise. ... Each mini-batch has 2 images per
+# GPU and each image has N sampled RoIs, with a ratio of 1:3 of positive to negatives. N is 64
+# for the C4 backbone and 512 for FPN." Three rules (torchvision's; Detectron's are the same):
 #
 # - the ground-truth boxes are appended to the proposals, so every object has at least one
 #   perfect RoI, from the first iteration on;
-# - an RoI is foreground if its IoU with some ground truth is >= 0.5, background otherwise
-#   (no ignored band, no low-quality matches);
-# - per image, a fixed number of RoIs is sampled with at most a fraction of foreground. The
-#   paper's 512 with 25%; the `tiny` preset uses **128** with 25%, so at most 32 foreground.
+# - an RoI is foreground if its IoU with some ground truth is >= 0.5, background if it is in
+#   [0, 0.5) (no ignored band, no low-quality matches). That is the rule of Faster R-CNN's
+#   end-to-end training code, of Detectron and of torchvision. The paper says "as in Fast
+#   R-CNN", but Fast R-CNN itself (Girshick 2015, section 2.3) took background only from
+#   [0.1, 0.5) and called the lower bound of 0.1 "a heuristic for hard example mining": an RoI
+#   under 0.1 was not used at all;
+# - per image, a fixed number of RoIs is sampled with at most a fraction of foreground (Fast
+#   R-CNN: 25% of 64 per image). The paper's 512 with 25%; the `tiny` preset uses **128** with
+#   25%, so at most 32 foreground.
 #
 # Hand example of the sampling: 3 foreground, 6 background, 1 ignored; 4 RoIs at 25% foreground
 # means 1 foreground and 3 background.
@@ -87,11 +114,24 @@ print("sampled:", picked.numpy(), f"-> {int((picked == 1).sum())} fg, {int((pick
 
 # %%
 print(inspect.getsource(RoIHeads.sample))
+
+# %%
+# NBVAL_IGNORE_OUTPUT
 boxes, labels, matched, deltas = model.roi_heads.sample(proposals[0], targets[0],
                                                         torch.Generator().manual_seed(0))
 print(f"sampled {len(boxes)} RoIs: {int((labels > 0).sum())} foreground, {int((labels == 0).sum())} background")
 print("foreground labels:", [dataset.class_names[int(k)] for k in labels[labels > 0]])
 print("their regression targets:\n", deltas[labels > 0].numpy())
+
+# %%
+claims = {
+    "the only foreground RoIs are the ground-truth boxes":
+        torch.equal(boxes[labels > 0], gt) and torch.equal(labels[labels > 0], gt_labels),
+    "their regression targets are exactly 0": bool((deltas[labels > 0] == 0).all()),
+}
+for claim, holds in claims.items():
+    assert holds, claim
+    print(f"{claim}: {holds}")
 
 # %% [markdown]
 # With an untrained RPN the only foreground RoIs are the ground-truth boxes themselves, and their
@@ -136,6 +176,7 @@ plt.show()
 # 7 x 7 for the box head, 14 x 14 for the mask head, `sampling_ratio` = 1 in the tiny preset.
 
 # %%
+# NBVAL_IGNORE_OUTPUT
 rois = as_rois([boxes])  # (S, 5)
 levels = ops.assign_fpn_levels(rois[:, 1:])  # (S,)
 print("RoIs per level P2..P5:", torch.bincount(levels, minlength=6)[2:].tolist())
@@ -147,6 +188,17 @@ viz.show_image(shown, ax=ax, title="sampled RoIs by level: P2 grey, P3 blue, P4 
 for level, color in ((2, viz.ANCHOR_COLOR), (3, viz.PROPOSAL_COLOR), (4, viz.DETECTION_COLOR)):
     viz.draw_boxes(boxes[levels == level], ax=ax, color=color, linewidth=1)
 plt.show()
+
+# %%
+per_level = torch.bincount(levels, minlength=6)[2:]  # (4,) RoIs on P2..P5
+claims = {
+    "box head input is (128, 64, 7, 7)": tuple(roi_features.shape) == (128, 64, 7, 7),
+    "most RoIs are pooled from P2": per_level[0].item() > len(rois) / 2,
+    "no RoI is pooled from P5": per_level[3].item() == 0,
+}
+for claim, holds in claims.items():
+    assert holds, claim
+    print(f"{claim}: {holds}")
 
 # %% [markdown]
 # The model pools with the torch twin, one `roi_align` call per level. The numpy reference gives
@@ -173,6 +225,30 @@ for name, s, k, k800 in zip(names, side.tolist(), ops.assign_fpn_levels(gt).toli
     print(f"{name:8s} sqrt(wh) {s:5.1f} px -> P{k};  at 800 px {s * 800 / 256:5.1f} px -> P{k800}")
 
 # %% [markdown]
+# **The two heads at a glance**, drawn like the Mask R-CNN paper's figure 4 (right, the FPN
+# variant) with the sizes `mrcnn_edu.config` sets: the paper's R-50-FPN values, and the tiny
+# preset's where they differ. As in torchvision, the box branch predicts 4 (K + 1) deltas and the
+# mask branch K + 1 masks; the background's are never trained, and the paper's figure leaves them
+# out (4K and K).
+#
+# The losses are the paper's, $L = L_{cls} + L_{box} + L_{mask}$ on each sampled RoI of class u.
+# `mrcnn_edu/reference/losses.py` (and its torch twin) averages them as torchvision does:
+#
+# - $L_{cls} = -\log p_u$, with $p_u$ the softmax score of class u: **mean over all S sampled
+#   RoIs**;
+# - $L_{box} = \sum_{i \in \{x, y, w, h\}} \mathrm{smooth}_{L_1}(t^u_i - v_i)$ for u ≥ 1 only, with
+#   $t^u$ the predicted deltas of class u and $v$ the target deltas: **summed over the foreground
+#   RoIs and divided by S**, the number of *all* sampled RoIs; smooth L1 uses β = 1/9 (Fast
+#   R-CNN's has β = 1);
+# - $L_{mask} = -\frac{1}{m^2} \sum_{i,j} \left[ y_{ij} \log p^k_{ij} + (1 - y_{ij}) \log(1 - p^k_{ij}) \right]$,
+#   the binary cross-entropy of mask k's sigmoid against the m x m target (m = 28, lesson 07),
+#   k the RoI's ground-truth class: **mean over the pixels and over the foreground RoIs only**.
+
+# %%
+viz.heads_diagram()
+plt.show()
+
+# %% [markdown]
 # ## 4. The box head
 #
 # Two fully connected layers of 256 (the paper's "2fc" head has 1024), then K + 1 = 81 class
@@ -184,7 +260,15 @@ print(inspect.getsource(BoxHead.forward))
 class_logits, box_regression = model.roi_heads.box_head(roi_features)  # (S, K1), (S, 4 K1)
 probs = class_logits.softmax(-1)
 print(f"class_logits {tuple(class_logits.shape)}, box_regression {tuple(box_regression.shape)}")
+
+# %%
+# NBVAL_IGNORE_OUTPUT
 print(f"class probabilities: min {probs.min():.4f}, max {probs.max():.4f}, 1 / 81 = {1 / 81:.4f}")
+
+# %%
+uniform = 0.5 / 81 < probs.min().item() and probs.max().item() < 2 / 81
+assert uniform
+print("every class probability between 1/162 and 2/81 (nearly uniform):", uniform)
 
 # %% [markdown]
 # ## 5. The mask head
@@ -234,11 +318,20 @@ plt.show()
 
 # %%
 print(inspect.getsource(RoIHeads.losses))
+
+# %%
+# NBVAL_IGNORE_OUTPUT
 losses = model.roi_heads.losses(features, [rpn_like], targets, torch.Generator().manual_seed(0))
 print({k: round(v.item(), 3) for k, v in losses.items()})
 by_hand = ops.fast_rcnn_loss(class_logits, box_regression, labels, deltas)
 by_hand_mask = ops.mask_loss(mask_logits, labels[fg], gt_masks)
 print("by hand:", [round(v.item(), 3) for v in (*by_hand, by_hand_mask)])
+
+# %%
+same = torch.allclose(torch.stack(list(losses.values())), torch.stack([*by_hand, by_hand_mask]),
+                      rtol=1e-6, atol=0)
+assert same
+print("RoIHeads.losses == the step-by-step losses (to 1e-6):", same)
 
 # %% [markdown]
 # What the numbers say at initialisation:
@@ -247,10 +340,12 @@ print("by hand:", [round(v.item(), 3) for v in (*by_hand, by_hand_mask)])
 #   -ln(1/81) = ln 81, for a foreground and a background RoI alike;
 # - **box**: the predicted deltas are ~0, so the loss is the smooth L1 of the targets themselves,
 #   over the foreground only, divided by all 128;
-# - **mask** is *not* ln 2: the mask head ends in a Kaiming-initialised conv (no small std), so its
+# - **mask** is *not* ln 2: the mask head ends in a Kaiming-initialised conv (no small std, as in
+#   torchvision's `MaskRCNNPredictor`; Detectron2 starts it at std 0.001), so its
 #   logits start with a spread of about 1 and the cross-entropy of random ±1 logits is larger.
 
 # %%
+# NBVAL_IGNORE_OUTPUT
 zero = torch.zeros_like(box_regression)
 print(f"classifier {losses['loss_classifier'].item():.3f} vs ln 81 = {math.log(81):.3f}")
 print(f"box {losses['loss_box'].item():.4f} vs the same with zero deltas "
@@ -258,6 +353,18 @@ print(f"box {losses['loss_box'].item():.4f} vs the same with zero deltas "
 own = mask_logits[torch.arange(int(fg.sum())), labels[fg]]  # (F, 28, 28)
 print(f"mask {losses['loss_mask'].item():.3f}; own-class logits: mean {own.mean():.3f}, "
       f"std {own.std():.3f}; ln 2 = {math.log(2):.3f}")
+
+# %%
+zero_box = ops.fast_rcnn_loss(class_logits, zero, labels, deltas)[1].item()
+claims = {
+    "classifier within 2% of ln 81": abs(losses["loss_classifier"].item() / math.log(81) - 1) < 0.02,
+    "box loss within 5% of the zero-delta box loss": abs(losses["loss_box"].item() / zero_box - 1) < 0.05,
+    "mask loss above ln 2 + 0.05": losses["loss_mask"].item() > math.log(2) + 0.05,
+    "own-class mask logits: std between 0.5 and 2": 0.5 < own.std().item() < 2,
+}
+for claim, holds in claims.items():
+    assert holds, claim
+    print(f"{claim}: {holds}")
 
 # %% [markdown]
 # The twin's losses against the numpy reference, in float64:
@@ -267,18 +374,31 @@ cl, br = class_logits.detach().double().numpy(), box_regression.detach().double(
 ref_cls, ref_box = ref.fast_rcnn_loss(cl, br, labels.numpy(), deltas.double().numpy())
 ref_mask = ref.mask_loss(mask_logits.detach().double().numpy(), labels[fg].numpy(),
                          gt_masks.double().numpy())
-print(f"reference: {ref_cls:.3f} {ref_box:.4f} {ref_mask:.3f}")
-print("allclose:", np.allclose([ref_cls, ref_box, ref_mask],
-                               [v.item() for v in (*by_hand, by_hand_mask)], rtol=1e-5))
+print("reference == twin (rtol 1e-5):", np.allclose([ref_cls, ref_box, ref_mask],
+                                                  [v.item() for v in (*by_hand, by_hand_mask)], rtol=1e-5))
 
 # %% [markdown]
 # And the whole model in one call, with the untrained RPN's own proposals, gives all five
-# losses; with no foreground but the ground truth, its box loss is exactly 0:
+# losses. With no foreground but the ground truth, whose regression targets are 0, its box loss
+# is the smooth L1 of the predicted deltas themselves (std 0.001 at the start): almost 0.
 
 # %%
+# NBVAL_IGNORE_OUTPUT
 torch.manual_seed(0)  # the training-mode sampling uses the global RNG
 all_losses = model([image], [target])
 print({k: round(v.item(), 3) for k, v in all_losses.items()})
+
+# %%
+claims = {
+    "five losses": sorted(all_losses) == sorted(["loss_objectness", "loss_rpn_box", "loss_classifier",
+                                                 "loss_box", "loss_mask"]),
+    "objectness within 5% of ln 2": abs(all_losses["loss_objectness"].item() / math.log(2) - 1) < 0.05,
+    "classifier within 2% of ln 81": abs(all_losses["loss_classifier"].item() / math.log(81) - 1) < 0.02,
+    "box loss below 0.001": all_losses["loss_box"].item() < 1e-3,
+}
+for claim, holds in claims.items():
+    assert holds, claim
+    print(f"{claim}: {holds}")
 
 # %% [markdown]
 # ## 7. Pitfall: forgetting the ground truth
@@ -290,15 +410,64 @@ print({k: round(v.item(), 3) for k, v in all_losses.items()})
 # iteration one.
 
 # %%
+# NBVAL_IGNORE_OUTPUT
+foreground = {}
 for name, candidates in (("proposals only", proposals[0]),
                          ("proposals + ground truth", torch.cat([proposals[0], gt]))):
-    _, fg_labels = ops.match_anchors(ops.box_iou(gt, candidates), 0.5, 0.5, False)
-    print(f"{name:26s}: {int((fg_labels == 1).sum()):2d} foreground of {len(candidates)}")
+    _, fg_labels = ops.match_anchors(ops.box_iou(gt, candidates), 0.5, 0.5,
+                                     allow_low_quality=False)
+    foreground[name] = int((fg_labels == 1).sum())
+    print(f"{name:26s}: {foreground[name]:2d} foreground of {len(candidates)}")
+
+# %%
+claims = {
+    "proposals only: no foreground": foreground["proposals only"] == 0,
+    "with the ground truth: one foreground per object":
+        foreground["proposals + ground truth"] == len(gt),
+}
+for claim, holds in claims.items():
+    assert holds, claim
+    print(f"{claim}: {holds}")
+
+# %% [markdown]
+# ## Your turn: RoI sampling
+#
+# Write section 2's three rules for one image with numpy, as `RoIHeads.sample` applies them. The
+# random pick is `sample_labels`' (lesson 04, `mrcnn_edu.reference.sample_labels`) with the seed
+# you are given, so that `check` can compare your sample with the package's pick for pick. It
+# runs a hand example, edge cases (IoU exactly 0.5, no ground truth, no proposals, a proposal
+# equally close to two objects, more foreground than the 25% cap allows) and two random images, and
+# names the most likely slip when a case fails. `hint("sample_rois")` gives a hint, one more per
+# call.
+
+# %%
+def sample_rois(proposals, gt_boxes, gt_labels, batch_size_per_image=512,
+                positive_fraction=0.25, generator=0):
+    """The RoIs the box and mask heads train on, for ONE image (RoIHeads.sample).
+    proposals (N, 4) and gt_boxes (G, 4) float xyxy; gt_labels (G,) int in 1..K.
+    1. boxes = the proposals followed by the gt boxes, (N + G, 4);
+    2. match each box to the gt of highest IoU (the first gt on ties): foreground (1) when that
+       IoU >= 0.5, background (0) otherwise; with G = 0 everything is background, matched 0;
+    3. pick the sample with sample_labels(labels, batch_size_per_image, positive_fraction,
+       generator) from mrcnn_edu.reference (lesson 04), labels being the 1/0 of step 2 and
+       generator passed unchanged;
+    4. keep the picked boxes in index order and return boxes (S, 4), labels (S,) int = the
+       matched gt's label for foreground and 0 for background, matched (S,) int (the gt index,
+       checked on foreground rows only) and targets (S, 4) = encode_boxes(boxes, gt_boxes[matched],
+       (10, 10, 5, 5)) (checked on foreground rows only; zeros when G = 0).
+    """
+    raise NotImplementedError
+
+# %%
+from mrcnn_edu.exercises import check, hint
+
+check("sample_rois", sample_rois)
 
 # %% [markdown]
 # ## Summary
-# - Training the heads: proposals + ground truth -> match at IoU 0.5 (no ignored band) -> sample
-#   128 RoIs with <= 25% foreground (tiny preset; the paper samples 512).
+# - Training the heads: proposals + ground truth -> match at IoU 0.5 (background [0, 0.5), no
+#   ignored band; Fast R-CNN used [0.1, 0.5)) -> sample 128 RoIs with <= 25% foreground (tiny
+#   preset; the paper samples 512).
 # - RoIAlign pools each RoI on one FPN level by its size: 7 x 7 for the box head, 14 x 14 for the
 #   mask head. At 256-pixel inputs most RoIs use P2 and P5 is never used.
 # - Box head: 2 FC layers -> K + 1 logits and 4 (K + 1) deltas. Mask head: 4 convs, deconv ->

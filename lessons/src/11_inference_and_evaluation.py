@@ -17,6 +17,15 @@
 # `mrcnn_edu/engine/cocoapi.py` (model outputs → COCO results; pycocotools).
 
 # %%
+# You are here: this lesson's stages in the pipeline map of lesson 00.
+import matplotlib.pyplot as plt
+
+from mrcnn_edu import viz
+
+viz.pipeline_map(highlight=11, compact=True)
+plt.show()
+
+# %%
 import inspect
 import json
 
@@ -27,6 +36,7 @@ import torch
 from mrcnn_edu import ops, viz
 from mrcnn_edu.data import CocoDataset, resolve_data_root
 from mrcnn_edu.engine.cocoapi import detections_to_coco_results, pycocotools_evaluate, simulate_detections
+from mrcnn_edu.model import RoIHeads
 from mrcnn_edu.reference import coco_eval as ref
 
 np.set_printoptions(precision=3, suppress=True)
@@ -40,15 +50,44 @@ print(f"{len(gt['images'])} images, {len(gt['annotations'])} objects "
 # ## 1. Post-processing: from RoI scores to a list of detections
 #
 # The box head scores each of its ~1000 RoIs for every class and regresses one box per class, so
-# one image yields 1000 × 80 (box, class, score) candidates. The recipe (the paper's, and
-# torchvision's defaults in `mrcnn_edu.config`):
+# one image yields 1000 × 80 (box, class, score) candidates. The paper's inference step (He et
+# al. 2017, section 3.1):
 #
-# 1. drop candidates with score ≤ 0.05;
-# 2. non-maximum suppression **per class** at IoU 0.5 (`ops.batched_nms`, lesson 04): a person
-#    box never suppresses a dog box;
-# 3. keep the 100 highest scores;
-# 4. the mask head then predicts a 28 × 28 mask for each kept box, which is **pasted** into the
-#    image (`ops.paste_masks`, lesson 07): resized to the box and thresholded at 0.5.
+# > At test time, the proposal number is 300 for the C4 backbone ... and 1000 for FPN ... We run
+# > the box prediction branch on these proposals, followed by non-maximum suppression. The mask
+# > branch is then applied to the highest scoring 100 detection boxes. ... The mask branch can
+# > predict K masks per RoI, but we only use the k-th mask, where k is the predicted class by the
+# > classification branch. The m×m floating-number mask output is then resized to the RoI size,
+# > and binarized at a threshold of 0.5.
+#
+# The paper gives no score threshold and no NMS threshold; those numbers are Detectron's defaults
+# (`TEST.SCORE_THRESH = 0.05` and `TEST.DETECTIONS_PER_IM = 100` in its defaults, the last
+# "based on the limit established for the COCO dataset"; `TEST.NMS = 0.5` in its FPN Mask R-CNN
+# configs, where the default is 0.3) and torchvision's (`box_score_thresh`,
+# `box_nms_thresh`, `box_detections_per_img`), and this project's `Config` defaults:
+#
+# 1. drop candidates with score ≤ 0.05 (Detectron / torchvision);
+# 2. non-maximum suppression **per class** at IoU 0.5 (`ops.batched_nms`, lesson 04; the paper
+#    says NMS, Detectron / torchvision say per class at 0.5): a person box never suppresses a dog
+#    box;
+# 3. keep the 100 highest scores (the paper's 100, the COCO challenge's limit per image;
+#    COCOeval's own cap, section 4, is per image and category);
+# 4. only then the mask head runs, on the kept boxes only; of its K masks per box it uses **only
+#    the channel of the predicted class**, and that 28 × 28 mask is **pasted** into the image
+#    (`ops.paste_masks`, lesson 07): resized to the box and thresholded at 0.5 (the paper's).
+#
+# In training the mask head ran on the sampled foreground RoIs, in parallel with the box head
+# (lesson 09); at inference it runs after NMS, on fewer and better boxes. Step 4 in the model,
+# `RoIHeads.detect`:
+
+# %%
+detect_lines = inspect.getsource(RoIHeads.detect).splitlines()
+mask_step = ("mask_head(", "labels = ", "logits[")  # the lines of the mask step
+print("\n".join(line for line in detect_lines if any(key in line for key in mask_step)))
+
+# %% [markdown]
+# `logits[rows, labels]` picks, for detection i, the mask channel of its own predicted label; the
+# other 80 channels are never looked at.
 #
 # We have no trained model in this lesson, so we fake the head's output on a real val image:
 # 30 noisy candidates around each object, scored for its class, plus 100 low-scoring random boxes.
@@ -78,12 +117,12 @@ keep = torch.nonzero(scores > 0.05).flatten()  # 1. score threshold
 print("after score > 0.05:", len(keep))
 keep = keep[ops.batched_nms(boxes[keep], scores[keep], labels[keep], 0.5)]  # 2. per-class NMS
 print("after per-class NMS 0.5:", len(keep))
-keep = keep[:100]  # 3. top 100 (batched_nms returns them by decreasing score): here a no-op
+keep = keep[:100]  # 3. top 100 (batched_nms returns them by decreasing score): here, fewer remain
 print("kept:", len(keep))
 
 # %% [markdown]
-# Step 4: a stand-in for the mask head's 28 × 28 probabilities (a soft ellipse filling the box),
-# pasted into the image at each kept box.
+# Step 4: a stand-in for the mask head's 28 × 28 probabilities of the predicted class (a soft
+# ellipse filling the box), pasted into the image at each kept box.
 
 # %%
 yy, xx = torch.meshgrid(torch.linspace(-1, 1, 28), torch.linspace(-1, 1, 28), indexing="ij")
@@ -197,7 +236,8 @@ plt.show()
 # is reached: AP75 = 51 / 101 = 0.505. (The "1 − 10⁻¹⁶" you may see: pycocotools divides by
 # TP + FP + ε, so a perfect detector scores 0.9999999999999998. We do the same, to agree.)
 #
-# Now the real val subset. We have no trained model yet, so `simulate_detections` makes plausible
+# Now the real val subset. We have no trained COCO model here (lesson 10's learnt shapes), so
+# `simulate_detections` makes plausible
 # detections from the ground truth: boxes jittered by ~10 % of their size, 10 % of objects missed,
 # 10 % mislabelled, 10 % detected twice, about two random false positives per image, scores random
 # (rounded to 0.01, so ties happen), masks shifted with the box and grown or shrunk by a pixel.
@@ -305,18 +345,53 @@ print("twin AP:", round(twin_bbox["AP"], 4),
 # - **−1 is "undefined", not a score**: a category or area range without ground truth is left out
 #   of the means. Averaging the −1s in would be a silent bug.
 #
-# ## 6. A trained model
+# Lesson 10 already scored a trained model this way; lesson 12 does it on real photos:
+# `mrcnn_edu.engine.evaluate.evaluate`
+# runs the model in eval mode over a split (post-processing as in section 1), turns its output
+# into COCO records with `detections_to_coco_results`, and scores them with this lesson's
+# evaluator and with pycocotools, side by side.
+
+# %% [markdown]
+# ## Your turn: AP of one category
 #
-# *(To come: load a checkpoint trained in lesson 10, run it on the val subset with
-# `mrcnn_edu.engine.evaluate.evaluate`, and read the same table for real detections.)*
-#
+# Write section 3's computation for one category at one IoU threshold, from detections that are
+# already matched: each one is a true positive or not. `check` compares your AP with the
+# package's on the toy of section 3, on edge cases (no detections, no hits, recall that never
+# reaches 1, recall exactly on the 0.01 grid, a dip in precision, tied scores) and on random
+# lists of 400 and 2000 detections, and names the most likely slip when a case fails.
+# `hint("average_precision")` gives a hint, one more per call.
+
+# %%
+def average_precision(scores, is_true_positive, num_gt):
+    """COCO's AP of one category at one IoU threshold, from detections already matched.
+    scores (D,) float; is_true_positive (D,) bool (the detection matched an object); num_gt > 0
+    objects. Returns a float in [0, 1]:
+    1. sort the detections by score, highest first (stable: ties keep their input order);
+    2. after each detection: recall = TP / num_gt, precision = TP / (TP + FP);
+    3. make precision non-increasing: precision[i] = max(precision[i:]);
+    4. AP = mean over the 101 recall thresholds r = np.linspace(0, 1, 101) (pycocotools' grid:
+       build it this way, not as k / 100: its 0.7 is 0.7000000000000001, so a recall of exactly
+       0.7 does not reach it) of the precision at the first detection whose recall >= r (0 where
+       recall never reaches r).
+    """
+    raise NotImplementedError
+
+# %%
+from mrcnn_edu.exercises import check, hint
+
+check("average_precision", average_precision)
+
+# %% [markdown]
 # ## Summary
 #
-# - Post-processing: score > 0.05, per-class NMS at 0.5, top 100, paste masks, then COCO records.
+# - Post-processing: score > 0.05, per-class NMS at 0.5, top 100 (Detectron's and torchvision's
+#   numbers; the paper gives the 100), then the mask head on the kept boxes, using only the
+#   predicted class's channel, pasted at 0.5; then COCO records.
 # - A detection is a TP at threshold $t$ if it greedily (by score) takes a free ground truth of
 #   its class with IoU ≥ $t$; crowds and out-of-range objects are ignored, not missed.
 # - AP = mean over 10 IoU thresholds × 101 interpolated recall points × categories; AR = mean
-#   final recall. Our numpy reference and torch twin reproduce pycocotools exactly.
+#   final recall. Our numpy reference and torch twin reproduce pycocotools (every printed digit
+#   here, and the whole precision array to 1e-4).
 #
 # ## Exercises
 #

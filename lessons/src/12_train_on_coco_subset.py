@@ -12,6 +12,15 @@
 # Code: `mrcnn_edu/engine/train.py`, `mrcnn_edu/engine/evaluate.py`, `mrcnn_edu/config.py`.
 
 # %%
+# You are here: this lesson's stages in the pipeline map of lesson 00.
+import matplotlib.pyplot as plt
+
+from mrcnn_edu import viz
+
+viz.pipeline_map(highlight=12, compact=True)
+plt.show()
+
+# %%
 import contextlib
 import dataclasses
 import io
@@ -28,11 +37,16 @@ from mrcnn_edu.config import preset
 from mrcnn_edu.data import CocoDataset, resolve_data_root
 from mrcnn_edu.data.subset import make_subset
 from mrcnn_edu.engine import runlog
+from mrcnn_edu.engine.checkpoint import load_model
+from mrcnn_edu.engine.evaluate import detect
 from mrcnn_edu.engine.train import train
+from mrcnn_edu.model.transforms import resized_size
+from mrcnn_edu.ops import box_iou
 
-# One thread: the order of floating-point sums depends on the thread count, and many SGD steps
-# amplify last-bit differences; with one thread every machine prints the same numbers.
-torch.set_num_threads(1)
+# A run repeats exactly on one machine with the same thread count, but not on every CPU: torch and
+# oneDNN pick kernels by instruction set, and many steps amplify their last-bit differences. So the
+# cells that print trained numbers are not compared by `pytest --nbval` (`# NBVAL_IGNORE_OUTPUT`),
+# and the cell after each asserts what the text claims, with a margin that holds on every machine.
 workdir = tempfile.TemporaryDirectory()  # the mini subset and the run live here
 work = Path(workdir.name)
 root = resolve_data_root()  # the COCO subset: 160 train and 158 val images, all 80 categories
@@ -68,8 +82,34 @@ plt.show()
 
 # %% [markdown]
 # Look at the sizes of the people: some fill half the picture, others are a few pixels tall in
-# the background. The model sees each image with its shorter side resized to 256 pixels (the
-# `tiny` preset), so a person of 20 x 40 pixels in the photo becomes about 8 x 16.
+# the background. The model sees each image resized so that its shorter side is 256 pixels (the
+# `tiny` preset's `min_size`, unless the longer side would pass `max_size`): `resized_size` is
+# the rule the model applies. COCO photos are about 640 pixels on their longer side, so the
+# scale depends on each photo's shorter side. Over the whole train split of the subset:
+
+# %%
+full = json.loads((root / "annotations" / "instances_train2017.json").read_text())
+tiny = preset("tiny")
+scale = {im["id"]: resized_size(im["height"], im["width"], tiny.min_size, tiny.max_size)[0] / im["height"]
+         for im in full["images"]}
+shorter = [min(im["height"], im["width"]) for im in full["images"]]
+lo, mid, hi = np.percentile(list(scale.values()), [0, 50, 100])
+print(f"{len(scale)} train images, shorter sides {min(shorter)} to {max(shorter)} px (median "
+      f"{np.median(shorter):.0f}): scaled by {lo:.2f} to {hi:.2f}, median {mid:.2f}")
+print(f"a person of 20 x 40 pixels in a photo becomes {20 * mid:.0f} x {40 * mid:.0f} at the "
+      f"median scale ({20 * lo:.0f} x {40 * lo:.0f} to {20 * hi:.0f} x {40 * hi:.0f})")
+person = next(c["id"] for c in full["categories"] if c["name"] == "person")
+heights = np.array([a["bbox"][3] * scale[a["image_id"]] for a in full["annotations"]
+                    if a["category_id"] == person and not a["iscrowd"]])
+print(f"{len(heights)} people: median height {np.median(heights):.0f} px after the resize; "
+      f"{(heights < 32).mean():.0%} are under 32 px tall, {(heights < 16).mean():.0%} under 16")
+
+# %% [markdown]
+# Most photos shrink (the median one by 0.6: 427 -> 256); a few narrow ones grow. A person 20
+# pixels wide in a typical photo is 12 pixels wide for the model: three cells of the stride-4
+# map P2, the finest map the heads read. Four in ten people here are under 32 pixels tall after
+# the resize: for the model they are as small as COCO's "small" objects (area under 32 x 32),
+# the hardest for any detector.
 #
 # ## 2. The recipe: the `subset` preset
 #
@@ -86,19 +126,20 @@ plt.show()
 # - `hflip_prob` 0: flips help a model generalise, but double what it must memorise;
 # - `max_iters` 2200 (about 58 passes over the 76 images), x0.1 at step 1800.
 #
-# Here we shorten the schedule to 80 steps (20 passes over the 4 images):
+# Here we shorten the schedule to 160 steps (80 passes over the 4 images) and, to make each step
+# cheaper, shrink the photos to a 160-pixel shorter side (`make train` uses 256): four photos are
+# fitted as well at 160 pixels, in about 60% of the time.
 
 # %%
 subset = preset("subset")
-tiny = preset("tiny")
 print("subset vs tiny:")
 for field in dataclasses.fields(subset):
     if getattr(subset, field.name) != getattr(tiny, field.name):
         print(f"  {field.name:30s} {getattr(tiny, field.name)!s:>8} -> {getattr(subset, field.name)}")
-cfg = dataclasses.replace(subset, max_iters=80, warmup_iters=10, lr_steps=(60,),
-                          checkpoint_every=80)
+cfg = dataclasses.replace(subset, max_iters=160, warmup_iters=10, lr_steps=(120,),
+                          checkpoint_every=160, min_size=160)
 print("this lesson: max_iters", cfg.max_iters, "warmup_iters", cfg.warmup_iters,
-      "lr_steps", cfg.lr_steps)
+      "lr_steps", cfg.lr_steps, "min_size", cfg.min_size)
 
 # %% [markdown]
 # ## 3. The whole job in one call
@@ -122,9 +163,13 @@ for path in sorted(run_dir.iterdir()):
 # left out here); every number in it is also in `metrics.json`:
 
 # %%
-for line in printed.getvalue().splitlines():
-    if " AP " in line:
-        print(line.strip())
+# NBVAL_IGNORE_OUTPUT
+ap_lines = [line.strip() for line in printed.getvalue().splitlines() if " AP " in line]
+print("\n".join(ap_lines))
+
+# %%
+assert len(ap_lines) == 8 and all(line.split()[0] in ("train", "val") for line in ap_lines)
+print("8 AP lines: {train, val} x {pycocotools, ours} x {bbox, segm}")
 
 # %% [markdown]
 # ## 4. Reading a run folder
@@ -146,16 +191,32 @@ print({k: saved[k] for k in ("num_classes", "categories", "min_size", "max_iters
 # command). `runlog.read_log` reads it; a resumed run continues the same file.
 
 # %%
+# NBVAL_IGNORE_OUTPUT
 records = runlog.read_log(run_dir / "log.jsonl")
 names = runlog.loss_names(records)
 print(f"{len(records)} records; keys: {sorted(records[0])}")
-windows = ((1, 10), (31, 40), (71, 80))
+windows = ((1, 10), (71, 80), (151, 160))
 print(f"{'iterations':16s}" + "".join(f"{f'{a}-{b}':>10s}" for a, b in windows))
 for name in names:
     means = [np.mean([r[name] for r in records[a - 1:b]]) for a, b in windows]
     print(f"{name:16s}" + "".join(f"{m:10.2f}" for m in means))
 
+# %%
+first, middle, last = ({name: np.mean([r[name] for r in records[a - 1:b]]) for name in names}
+                       for a, b in windows)
+assert len(records) == cfg.max_iters
+assert last["loss"] < first["loss"] / 2
+assert last["loss_objectness"] < first["loss_objectness"] / 5
+assert last["loss_mask"] < first["loss_mask"] / 2
+assert middle["loss_box"] > 2 * first["loss_box"]
+print("the total loss halves, objectness falls at least 5-fold, the mask loss at least halves;")
+print("the RoI box loss at iterations 71-80 is more than twice its start")
+
 # %% [markdown]
+# Objectness ("is there a person here?") falls the most, from ln 2 to a few hundredths; the RoI
+# box loss grows from about 0.1 to about 0.5 and comes down only slowly, because the better the
+# RPN gets, the more foreground RoIs the box head has to regress.
+#
 # **`loss_curve.png`** -- the same losses drawn (thin: every iteration, thick: a running mean).
 # In a full run look for: every loss falling, no spike that does not come back down, and a small
 # drop at the learning-rate step.
@@ -174,6 +235,7 @@ plt.show()
 # detections that were scored, in the COCO results format.
 
 # %%
+# NBVAL_IGNORE_OUTPUT
 metrics = json.loads((run_dir / "metrics.json").read_text())
 keys = ("AP", "AP50", "AP75", "AR100")
 print(f"{'split':6s}{'evaluator':13s}{'type':6s}" + "".join(f"{k:>7s}" for k in keys))
@@ -185,9 +247,21 @@ for split in ("train", "val"):
             print(f"{split:6s}{source:13s}{iou_type:6s}{row}")
 print("images:", {s: metrics[s]["num_images"] for s in ("train", "val")})
 
+# %%
+assert all(abs(metrics[s]["pycocotools"][t][k] - metrics[s]["ours"][t][k]) < 1e-6
+           for s in ("train", "val") for t in ("bbox", "segm") for k in metrics[s]["ours"][t])
+train_ap50 = {t: metrics["train"]["pycocotools"][t]["AP50"] for t in ("bbox", "segm")}
+assert train_ap50["bbox"] > 0.5 and train_ap50["segm"] > 0.3
+assert metrics["val"]["pycocotools"]["bbox"]["AP50"] < train_ap50["bbox"] - 0.3
+print("pycocotools and ours agree to 1e-6; train box AP50 > 0.5, mask AP50 > 0.3;")
+print("val box AP50 is more than 0.3 below train")
+
 # %% [markdown]
+# The model fits its four training photos: most of their people are found, many with a decent
+# mask. On the two val photos it finds almost nothing.
+#
 # **`predictions.png`** -- the first val images with the detections scoring at least 0.5: masks,
-# orange boxes, "class score" captions. `python -m mrcnn_edu predict CHECKPOINT IMAGE ... -o DIR`
+# orange boxes, "class score" captions (here, on val, few or none). `python -m mrcnn_edu predict CHECKPOINT IMAGE ... -o DIR`
 # draws the same for any photo.
 
 # %%
@@ -210,10 +284,10 @@ print(sorted(state), "iteration", state["iteration"], "classes", state["class_na
 # %% [markdown]
 # ## 5. How to read the numbers of a full run
 #
-# Eighty steps on four images is a demonstration of the loop, not a model: the train numbers
-# show how far 20 passes fitted its four pictures, and the val numbers, on two images with six
-# people, are mostly chance. The full `make train`
-# (2200 steps on 76 photos, under 20 minutes on 2 cores) is the same loop, longer.
+# 160 steps on four images is a demonstration of the loop, not a detector: the train numbers
+# show how well 80 passes fitted four pictures, and the val numbers, on two images with six
+# people, show how little four pictures teach. The full `make train`
+# (2200 steps on 76 photos, about 20 minutes on 2 cores) is the same loop, longer.
 # `docs/benchmarks.md` has its measured numbers; when you read its `metrics.json`:
 #
 # - **train vs val**: the train rows say how well the model fits what it saw, the val rows how
@@ -227,9 +301,50 @@ print(sorted(state), "iteration", state["iteration"], "classes", state["class_na
 #   pixels tall. The full run memorises even those (train APs well above zero), but on val,
 #   where it must recognise people it never saw, APs stays near zero.
 # - **Published numbers are not comparable**: the paper's R-50-FPN (mask AP 33.6 on COCO
-#   minival, its Table 2a) trained on ~115k images of 80 categories for 90k steps of 16 images,
-#   starting from ImageNet weights, at 800 pixels. `docs/benchmarks.md` lists such references
-#   next to what we measured, clearly marked as not measured here.
+#   minival, its Table 2a) trained on trainval35k (~115k images, 80 categories) for 160k steps of
+#   16 images at lr 0.02, x0.1 at 120k (its section 3.1), starting from ImageNet weights, at 800
+#   pixels. (The 90k-step "1x" schedule of `--preset r50_fpn` is Detectron's and torchvision's.)
+#   `docs/benchmarks.md` lists such references next to what we measured, clearly marked as not
+#   measured here.
+#
+# ## 6. The model at work -- and where it fails
+#
+# The last picture of the course: the trained model on three photos it trained on, and on a
+# val photo it never saw. Detections scoring >= 0.5, with their masks:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+model, _, class_names = load_model(summary["checkpoint"], "cpu")
+shown = [(train_set, 0, "train"), (train_set, 1, "train"), (train_set, 2, "train"), (val_set, 0, "val")]
+found = {"train": [], "val": []}  # per person: hit by a detection >= 0.5 at IoU >= 0.5?
+fig, axes = plt.subplots(1, 4, figsize=(20, 4.5))
+for ax, (dataset, index, split) in zip(axes, shown):
+    image, target = dataset[index]
+    detections = detect(model, [image], "cpu")[0]
+    confident = detections["boxes"][detections["scores"] >= 0.5]
+    hits = (box_iou(target["boxes"], confident) >= 0.5).any(dim=1)
+    found[split] += hits.tolist()
+    viz.show_detections(image, detections, class_names, ax=ax, min_score=0.5,
+                        title=f"{split} image {dataset.image_ids[index]}: {int(hits.sum())} of "
+                              f"{len(hits)} people found")
+fig.tight_layout()
+plt.show()
+
+# %%
+train_rate, val_rate = (np.mean(found[s]) for s in ("train", "val"))
+assert train_rate >= 0.6 and val_rate < train_rate
+print("at least 60% of the train photos' people are found, and a smaller share on the val photo")
+
+# %% [markdown]
+# On the photos it trained on, the model finds nearly every person, boxes and masks. On the val
+# photo, two street workers in high-visibility clothes, it finds few of them or none (the titles
+# count the people found; any other confident boxes there are false positives, and a run on
+# another CPU draws somewhat different ones). Nothing is broken: from
+# random weights, four photos teach the network *these* people -- their colours, poses and
+# backgrounds -- not what a person looks like. That is the gap between the train and val rows
+# above, in one picture. More images close the gap (try lesson 10's exercise 2 on the synthetic
+# shapes); on COCO the paper's recipe adds what this lesson cannot afford: 115k photos, ImageNet
+# weights and GPU-days of training.
 
 # %%
 workdir.cleanup()
@@ -242,10 +357,11 @@ workdir.cleanup()
 #   `checkpoint.pt`, `loss_curve.png`, `metrics.json` (AP on val and train, pycocotools and ours,
 #   boxes and masks), `results_*.json` and `predictions.png`.
 # - Read train AP next to val AP: the first says the model can learn, the second how much the
-#   data teaches. From scratch on 76 photos, expect a large gap.
+#   data teaches. From scratch on 4 photos, or on 76, expect a large gap: the model finds the
+#   people it trained on and misses new ones.
 #
 # ## Exercises
-# 1. Train this lesson's mini run on 8 images instead of 4 with the same 80 steps. What happens
+# 1. Train this lesson's mini run on 8 images instead of 4 with the same 160 steps. What happens
 #    to the train AP, and to the val AP?
 # 2. Add a second category (`categories=["person", "car"]`). How do the classifier loss at
 #    step 1 and the final train AP change?

@@ -13,28 +13,24 @@ Shape legend: N instances in one image, H x W image size, K classes (labels 1..K
 
 COCO stores boxes as (x, y, w, h); we convert once, here, and use xyxy everywhere else.
 Bad input raises CocoFormatError (or FileNotFoundError) naming the file and the id and field;
-nothing is skipped silently. The one thing we do drop, boxes under 1 px wide or high, is
-recorded in `dataset.dropped` so counts can be reconciled with the JSON.
+nothing is skipped silently. The JSON is checked by `validate.load_coco`; pixels are decoded by
+`images.read_image` (by bit depth: 16-bit files are scaled, not clipped). The one thing we do
+drop, boxes under 1 px wide or high once clipped to the image, is recorded in `dataset.dropped`
+and told by `dataset.dropped_summary()`, so counts can be reconciled with the JSON.
 """
-import contextlib
-import io
-import json
 import numbers
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
+
+from .images import read_image, read_rgb  # noqa: F401  (read_rgb: importable from here too)
+# The JSON checks live in validate.py; these names stay importable from data.coco.
+from .validate import (ANNOTATION_FIELDS, IMAGE_FIELDS, CocoFormatError,  # noqa: F401
+                       load_coco, validate_coco_dict)
 
 MIN_BOX_SIZE = 1.0  # boxes narrower or lower than this (pixels) are dropped and recorded
-IMAGE_FIELDS = ("id", "file_name", "height", "width")
-ANNOTATION_FIELDS = ("id", "image_id", "category_id", "bbox", "segmentation", "area", "iscrowd")
-
-
-class CocoFormatError(ValueError):
-    """A COCO file or image that does not follow the format; the message names file, id, field."""
 
 
 class CocoDataset(torch.utils.data.Dataset):
@@ -135,18 +131,15 @@ class CocoDataset(torch.utils.data.Dataset):
                 "height": int(info["height"]), "width": int(info["width"])}
 
     def load_image(self, i):
-        """Image i as float32 (3, H, W) in [0, 1]; grayscale, CMYK and palette become RGB."""
+        """Image i as float32 (3, H, W) in [0, 1]; grayscale, CMYK, palette, 16-bit become RGB."""
         info = self.image_info(i)
-        pixels = read_rgb(info["path"], info["id"])  # (H, W, 3) uint8
-        if pixels.shape[:2] != (info["height"], info["width"]):
+        image = read_image(info["path"], info["id"])  # (3, H, W)
+        if tuple(image.shape[1:]) != (info["height"], info["width"]):
             raise CocoFormatError(
-                f"{info['path']}: image id {info['id']} decodes to {pixels.shape[0]} x "
-                f"{pixels.shape[1]} (H x W) but {self.ann_file} says {info['height']} x "
+                f"{info['path']}: image id {info['id']} decodes to {image.shape[1]} x "
+                f"{image.shape[2]} (H x W) but {self.ann_file} says {info['height']} x "
                 f"{info['width']} (fields 'height', 'width')")
-        # numpy, not torch: single-threaded and ~100x faster here when the cores are busy
-        # (torch's thread pool spins); bit-identical to torch's .float().div_(255)
-        chw = np.divide(pixels.transpose(2, 0, 1), np.float32(255), dtype=np.float32, order="C")
-        return torch.from_numpy(chw)  # (3, H, W)
+        return image
 
     def load_target(self, i):
         """The target dict of image i (see the module docstring), without reading the pixels."""
@@ -172,6 +165,16 @@ class CocoDataset(torch.utils.data.Dataset):
         masks = mask_utils.decode(rles)  # (H, W, N), Fortran order
         return np.ascontiguousarray(masks.transpose(2, 0, 1))  # (N, H, W)
 
+    def dropped_summary(self):
+        """One line on the annotations dropped as under 1 px (count, file, ids), or None."""
+        if not self.dropped:
+            return None
+        ids = sorted(self.dropped)
+        shown = ", ".join(map(str, ids[:10])) + (", ..." if len(ids) > 10 else "")
+        noun = "annotation" if len(ids) == 1 else "annotations"
+        return (f"dropped {len(ids)} {noun} of {self.ann_file} whose box is under "
+                f"{MIN_BOX_SIZE:g} px wide or high inside its image (ids {shown})")
+
     def __repr__(self):
         return (f"CocoDataset({str(self.root)!r}, split={self.split!r}): {len(self)} images, "
                 f"{sum(map(len, self._ann_ids.values()))} instances, {self.num_classes} classes, "
@@ -184,140 +187,8 @@ def collate(batch):
     return list(images), list(targets)
 
 
-def read_rgb(path, image_id=None):
-    """Decode an image file to uint8 (H, W, 3) RGB; a truncated or unreadable file is an error."""
-    where = f" (image id {image_id})" if image_id is not None else ""
-    try:
-        with Image.open(path) as img:
-            img.load()  # PIL decodes lazily: force it here so truncation surfaces here
-            # P with transparency goes through RGBA so the palette's alpha is handled by PIL
-            if img.mode == "P" and "transparency" in img.info:
-                img = img.convert("RGBA")
-            return np.array(img.convert("RGB"))  # a writable copy, so torch may share it
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image file not found: {path}{where}") from None
-    except (OSError, SyntaxError, ValueError) as err:  # PIL's errors for truncated/corrupt data
-        raise CocoFormatError(f"{path}: cannot decode image{where}: {err}") from err
-
-
 def _clipped_xyxy(bbox, height, width):
     """COCO (x, y, w, h) -> (x1, y1, x2, y2) clipped to the image (COCO boxes may overhang)."""
     x, y, bw, bh = (float(v) for v in bbox)
     return (min(max(x, 0.0), width), min(max(y, 0.0), height),
             min(max(x + bw, 0.0), width), min(max(y + bh, 0.0), height))
-
-
-# --- reading and checking the JSON ------------------------------------------------------------
-def load_coco(ann_file):
-    """Read and validate a COCO instances JSON; return a pycocotools COCO object.
-
-    We read the JSON ourselves (pycocotools' loader prints timings and fails with bare
-    KeyErrors) and check every field we rely on before building the index.
-    """
-    ann_file = Path(ann_file)
-    if not ann_file.is_file():
-        raise FileNotFoundError(f"annotation file not found: {ann_file}\n"
-                                "(expected DIR/annotations/instances_{split}.json)")
-    try:
-        with open(ann_file, "rb") as f:
-            dataset = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CocoFormatError(f"{ann_file}: not valid JSON: {err}") from err
-    validate_coco_dict(dataset, ann_file)
-    coco = COCO()
-    coco.dataset = dataset
-    with contextlib.redirect_stdout(io.StringIO()):  # createIndex prints progress
-        coco.createIndex()
-    return coco
-
-
-def validate_coco_dict(dataset, ann_file="<dict>"):
-    """Raise CocoFormatError at the first field that breaks the instances format."""
-    if not isinstance(dataset, dict):
-        raise CocoFormatError(f"{ann_file}: top level must be a JSON object, "
-                              f"got {type(dataset).__name__}")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(dataset.get(key), list):
-            raise CocoFormatError(f"{ann_file}: missing or non-list top-level field {key!r}")
-    cat_ids = _check_unique(dataset["categories"], ("id", "name"), "category", ann_file)
-    images = {}
-    for img in dataset["images"]:
-        _check_fields(img, IMAGE_FIELDS, "image", ann_file)
-        if img["id"] in images:
-            raise CocoFormatError(f"{ann_file}: image id {img['id']} appears twice in 'images'")
-        images[img["id"]] = img
-    ann_ids = set()
-    for ann in dataset["annotations"]:
-        _check_annotation(ann, images, cat_ids, ann_file)
-        if ann["id"] in ann_ids:
-            raise CocoFormatError(f"{ann_file}: annotation id {ann['id']} appears twice")
-        ann_ids.add(ann["id"])
-
-
-def _check_unique(records, fields, kind, ann_file):
-    ids = set()
-    for rec in records:
-        _check_fields(rec, fields, kind, ann_file)
-        if rec["id"] in ids:
-            raise CocoFormatError(f"{ann_file}: {kind} id {rec['id']} appears twice")
-        ids.add(rec["id"])
-    return ids
-
-
-def _check_fields(rec, fields, kind, ann_file):
-    if not isinstance(rec, dict):
-        raise CocoFormatError(f"{ann_file}: a {kind} entry is not an object: {rec!r:.80}")
-    for field in fields:
-        if field not in rec:
-            who = f"{kind} id {rec['id']}" if "id" in rec else f"a {kind} without 'id'"
-            raise CocoFormatError(f"{ann_file}: {who}: missing field {field!r}")
-
-
-def _check_annotation(ann, images, cat_ids, ann_file):
-    _check_fields(ann, ANNOTATION_FIELDS, "annotation", ann_file)
-    where = f"{ann_file}: annotation id {ann['id']}"
-    if ann["image_id"] not in images:
-        raise CocoFormatError(f"{where}: field 'image_id' = {ann['image_id']!r} "
-                              "names no image in 'images'")
-    if ann["category_id"] not in cat_ids:
-        raise CocoFormatError(f"{where}: field 'category_id' = {ann['category_id']!r} "
-                              "names no category in 'categories'")
-    bbox = ann["bbox"]
-    if (not isinstance(bbox, list) or len(bbox) != 4
-            or not all(isinstance(v, numbers.Real) for v in bbox)):
-        raise CocoFormatError(f"{where}: field 'bbox' must be 4 numbers [x, y, w, h], "
-                              f"got {bbox!r:.80}")
-    if ann["iscrowd"] not in (0, 1):
-        raise CocoFormatError(f"{where}: field 'iscrowd' must be 0 or 1, got {ann['iscrowd']!r}")
-    img = images[ann["image_id"]]
-    _check_segmentation(ann["segmentation"], img["height"], img["width"], where)
-
-
-def _check_segmentation(segm, height, width, where):
-    """Polygons: a list of [x0, y0, x1, y1, ...] with >= 3 points; RLE: {"size", "counts"}."""
-    if isinstance(segm, list):
-        if not segm:
-            raise CocoFormatError(f"{where}: field 'segmentation' is an empty polygon list")
-        for poly in segm:
-            if (not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2
-                    or not all(isinstance(v, numbers.Real) for v in poly)):
-                raise CocoFormatError(f"{where}: field 'segmentation' has a polygon that is "
-                                      f"not an even list of >= 6 numbers: {poly!r:.80}")
-    elif isinstance(segm, dict):
-        if "counts" not in segm or "size" not in segm:
-            raise CocoFormatError(f"{where}: field 'segmentation' is a dict without "
-                                  "'counts' and 'size' (RLE)")
-        if list(segm["size"]) != [height, width]:
-            raise CocoFormatError(f"{where}: field 'segmentation' RLE size {segm['size']} "
-                                  f"differs from the image's [height, width] = [{height}, {width}]")
-        counts = segm["counts"]
-        if isinstance(counts, list):
-            if sum(counts) != height * width:
-                raise CocoFormatError(f"{where}: field 'segmentation' uncompressed RLE counts "
-                                      f"sum to {sum(counts)}, expected H * W = {height * width}")
-        elif not isinstance(counts, (str, bytes)):
-            raise CocoFormatError(f"{where}: field 'segmentation' RLE 'counts' must be a "
-                                  f"string or a list, got {type(counts).__name__}")
-    else:
-        raise CocoFormatError(f"{where}: field 'segmentation' must be polygons (list) or RLE "
-                              f"(dict), got {type(segm).__name__}")

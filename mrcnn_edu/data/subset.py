@@ -27,6 +27,7 @@ import numbers
 import os
 import shutil
 import socket
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -113,13 +114,45 @@ def subset_dict(dataset, image_ids, categories=None):
     return out
 
 
+def check_counts(num_images, min_instances):
+    """Refuse counts that would silently mean "everything": num_images < 1, min_instances < 0."""
+    if num_images is not None and (not isinstance(num_images, numbers.Integral)
+                                   or num_images < 1):
+        raise ValueError(f"num_images (--num-images) must be a positive whole number of images, "
+                         f"got {num_images!r}")
+    if not isinstance(min_instances, numbers.Integral) or min_instances < 0:
+        raise ValueError(f"min_instances (--min-instances) must be 0 or more, "
+                         f"got {min_instances!r}")
+
+
+def orphan_annotations(dataset):
+    """The annotations whose image_id names no image of dataset["images"]."""
+    image_ids = {img.get("id") for img in dataset["images"] if isinstance(img, dict)}
+    return [a for a in dataset["annotations"]
+            if not isinstance(a, dict) or a.get("image_id") not in image_ids]
+
+
+def report_orphans(dataset, path):
+    """Say how many annotations point at unknown images: they cannot be part of any subset."""
+    orphans = orphan_annotations(dataset)
+    if orphans:
+        ids = sorted({str(a.get("image_id")) for a in orphans if isinstance(a, dict)},
+                     key=lambda text: (len(text), text))  # numbers in numeric order
+        shown = ", ".join(ids[:10]) + (", ..." if len(ids) > 10 else "")
+        print(f"note: {len(orphans)} annotations of {path} name image ids that are not in its "
+              f"'images' ({shown}); they are left out of the subset", file=sys.stderr)
+    return len(orphans)
+
+
 # --- 4: fetching the images ----------------------------------------------------------------------
 def make_subset(annotations, out, split="train2017", categories=None, num_images=200,
                 min_instances=1, seed=0, images_dir=None, retries=3, backoff=1.0, timeout=30.0,
                 progress=True):
     """Steps 1-4 of the module docstring; returns `out` as a Path. Re-running resumes."""
+    check_counts(num_images, min_instances)
     out = Path(out)
     dataset = load_instances(annotations)
+    report_orphans(dataset, annotations)
     image_ids = select_images(dataset, categories, num_images, min_instances, seed)
     if not image_ids:
         raise ValueError(f"no image of {annotations} has >= {min_instances} instances of the "

@@ -31,8 +31,13 @@ def detect(model, images, device):
     return [{k: v.cpu() for k, v in d.items()} for d in detections]
 
 
-def coco_results(model, dataset, device, iou_types=IOU_TYPES, batch_size=1, progress=False):
-    """Run the model over `dataset`: a flat list of COCO result records (bbox and RLE mask)."""
+def coco_results(model, dataset, device, iou_types=IOU_TYPES, batch_size=1, progress=False,
+                 label_to_cat_id=None):
+    """Run the model over `dataset`: a flat list of COCO result records (bbox and RLE mask).
+
+    label_to_cat_id: the model's label -> COCO category id (the dataset's own when None).
+    """
+    label_to_cat_id = label_to_cat_id or dataset.label_to_cat_id
     results = []
     indices = range(len(dataset))
     batches = [indices[i : i + batch_size] for i in range(0, len(dataset), batch_size)]
@@ -41,7 +46,7 @@ def coco_results(model, dataset, device, iou_types=IOU_TYPES, batch_size=1, prog
         images = [dataset.load_image(i) for i in batch]  # pixels only: no targets needed
         detections = detect(model, images, device)
         image_ids = [dataset.image_ids[i] for i in batch]
-        results += detections_to_coco_results(detections, image_ids, dataset.label_to_cat_id,
+        results += detections_to_coco_results(detections, image_ids, label_to_cat_id,
                                               iou_types=iou_types)
     return results
 
@@ -52,15 +57,17 @@ def scalar_stats(stats):
 
 
 def evaluate(model, dataset, device="cpu", results_path=None, iou_types=IOU_TYPES,
-             batch_size=1, progress=False):
+             batch_size=1, progress=False, label_to_cat_id=None):
     """COCO AP of `model` on `dataset`, by pycocotools and by us; optionally write results JSON.
 
     Returns {"pycocotools": {iou_type: {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1",
     "AR10", "AR100", "ARs", "ARm", "ARl"}}, "ours": {same}, "num_images": N, "num_results": R}.
     The results JSON (if `results_path`) is the usual COCO results list: one record per
-    detection with "bbox" and, for segm, "segmentation" (RLE).
+    detection with "bbox" and, for segm, "segmentation" (RLE). label_to_cat_id: as in
+    `coco_results` (see `match_classes`).
     """
-    results = coco_results(model, dataset, device, iou_types, batch_size, progress)
+    results = coco_results(model, dataset, device, iou_types, batch_size, progress,
+                           label_to_cat_id)
     if results_path is not None:
         Path(results_path).parent.mkdir(parents=True, exist_ok=True)
         Path(results_path).write_text(json.dumps(results))
@@ -111,10 +118,42 @@ def evaluate_splits(model, config, data_root, device, output_dir, splits=None, p
 def evaluate_checkpoint(checkpoint, data_root, split=None, device="cpu", results_path=None,
                         progress=True):
     """Load a checkpoint and evaluate it on `split` (the checkpoint config's val_split if None)."""
-    model, config, _ = load_model(checkpoint, device)
+    model, config, class_names = load_model(checkpoint, device)
     split = split or config.val_split
     dataset = CocoDataset(data_root, split=split, categories=config.categories)
-    return evaluate(model, dataset, device, results_path=results_path, progress=progress)
+    label_to_cat_id = match_classes(class_names, dataset, checkpoint)
+    return evaluate(model, dataset, device, results_path=results_path, progress=progress,
+                    label_to_cat_id=label_to_cat_id)
+
+
+def match_classes(class_names, dataset, checkpoint="the checkpoint"):
+    """{model label: the dataset's COCO category id}, matching the model's classes by name.
+
+    class_names: the checkpoint's, index 0 = background. The model's label k means the class
+    class_names[k], whatever label the dataset gives that name; the two must name the same
+    classes, else ValueError naming both lists. A checkpoint saved without names (they read
+    "1".."K") is matched by position when the counts agree.
+    """
+    ours, theirs = list(class_names[1:]), list(dataset.class_names[1:])
+    if ours == [str(k) for k in range(1, len(ours) + 1)] and len(ours) == len(theirs):
+        return dict(dataset.label_to_cat_id)
+    missing = [n for n in ours if n not in theirs]
+    extra = [n for n in theirs if n not in ours]
+    if missing or extra or len(set(ours)) != len(ours):
+        source = getattr(dataset, "ann_file", "the dataset")
+        raise ValueError(
+            f"{checkpoint}: its {len(ours)} classes {_names(ours)} are not the "
+            f"{len(theirs)} classes of {source} {_names(theirs)}; not in the dataset: "
+            f"{_names(missing)}; not in the checkpoint: {_names(extra)}. Evaluate on data "
+            "with the classes the model was trained on")
+    cat_id = {name: dataset.label_to_cat_id[label] for label, name in enumerate(theirs, 1)}
+    return {label: cat_id[name] for label, name in enumerate(ours, 1)}
+
+
+def _names(names, limit=10):
+    """A list for a message, cut after `limit` names."""
+    return str(names[:limit])[:-1] + (f", ... ({len(names)} in all)]" if len(names) > limit
+                                      else "]")
 
 
 def format_metrics(metrics):

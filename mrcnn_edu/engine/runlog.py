@@ -8,13 +8,18 @@ One JSON object per line, one line per iteration, written by rank 0 as training 
 averaged over processes; `time` is seconds since this process started training (not
 reproducible, so comparisons of runs ignore it). JSON lines survive a killed run: every complete
 line is a valid record, and resuming cuts the log back to the checkpoint's iteration.
+
+The plot itself is `mrcnn_edu.viz.plot_loss_curve` (with every other figure); `plot_loss_curve`,
+`loss_names` and `running_mean` stay importable from here.
 """
 import json
 from pathlib import Path
 
-# A bare Figure draws to files without pyplot, so importing this module never changes the
-# backend of a notebook or GUI session that imports it.
+# A bare Figure, not pyplot's: the PNG is drawn without opening a window or leaving a figure
+# registered in pyplot of the notebook or GUI session that trains.
 from matplotlib.figure import Figure
+
+from mrcnn_edu.viz import loss_names, plot_loss_curve, running_mean  # noqa: F401 (re-exported)
 
 
 def read_log(path):
@@ -44,48 +49,12 @@ def append_record(f, record):
     f.flush()
 
 
-def loss_names(records):
-    """The loss keys of the records, in first-seen order ("loss" is the total)."""
-    names = []
-    for r in records:
-        names += [k for k in r if k.startswith("loss") and k not in names]
-    return names
-
-
-def plot_loss_curve(records, ax=None, smooth=10):
-    """Each loss against iteration, thin raw and thick running mean over `smooth` iterations."""
-    if ax is None:
-        ax = Figure(figsize=(8, 5)).add_subplot()
-    its = [r["iteration"] for r in records]
-    for name in loss_names(records):
-        values = [r.get(name, float("nan")) for r in records]
-        line, = ax.plot(its, values, lw=0.5, alpha=0.4)
-        ax.plot(its, running_mean(values, smooth), lw=2 if name == "loss" else 1.2,
-                color=line.get_color(), label=name)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("loss")
-    ax.set_yscale("log")
-    ax.legend(fontsize=8)
-    return ax
-
-
-def running_mean(values, window):
-    """Mean of the last `window` values at each position (fewer at the start)."""
-    out, total = [], 0.0
-    for i, v in enumerate(values):
-        total += v
-        if i >= window:
-            total -= values[i - window]
-        out.append(total / min(i + 1, window))
-    return out
-
-
 def save_loss_curve(log_path, png_path):
     """Plot a log.jsonl to a PNG; returns the PNG path (None when the log is empty)."""
     records = read_log(log_path)
     if not records:
         return None
-    ax = plot_loss_curve(records)
+    ax = plot_loss_curve(records, ax=Figure(figsize=(8, 5)).add_subplot())
     ax.set_title(f"training losses ({len(records)} iterations)")
     ax.figure.tight_layout()
     ax.figure.savefig(png_path, dpi=100)

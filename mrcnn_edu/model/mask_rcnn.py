@@ -46,8 +46,8 @@ class MaskRCNN(nn.Module):
                                         cfg.size_divisible)
         self.backbone = ResNet(cfg.backbone_depth, cfg.norm, cfg.group_norm_groups)
         self.fpn = FPN(self.backbone.out_channels, cfg.fpn_channels)
-        self.rpn = RPN(cfg, cfg.fpn_channels)
-        self.roi_heads = RoIHeads(cfg, cfg.fpn_channels)
+        self.rpn = RPN.from_config(cfg, cfg.fpn_channels)
+        self.roi_heads = RoIHeads.from_config(cfg, cfg.fpn_channels)
         if cfg.backbone_weights:
             self.load_backbone_weights(cfg.backbone_weights)
         self.backbone.freeze(cfg.freeze_at)

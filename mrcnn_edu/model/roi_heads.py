@@ -108,20 +108,51 @@ def as_rois(boxes_per_image: list[torch.Tensor]) -> torch.Tensor:
 
 
 class RoIHeads(nn.Module):
-    """Box and mask heads on P2..P5: `losses(...)` for training, `detect(...)` for inference."""
+    """Box and mask heads on P2..P5: `losses(...)` for training, `detect(...)` for inference.
 
-    def __init__(self, cfg, in_channels: int):
+    Settings are keyword arguments named as the `Config` fields they come from; the sampling
+    ones drop the `roi_` prefix (`fg_iou_thresh` is `Config.roi_fg_iou_thresh`).
+    `RoIHeads.from_config(cfg, in_channels)` reads them all from a Config.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, *, box_pool_size: int,
+                 box_head_dim: int, mask_pool_size: int, mask_head_dim: int,
+                 mask_head_convs: int, mask_size: int, head_norm_groups: int,
+                 sampling_ratio: int, fg_iou_thresh: float, bg_iou_thresh: float,
+                 batch_size_per_image: int, positive_fraction: float, box_reg_weights,
+                 score_thresh: float, nms_thresh: float, detections_per_image: int):
         super().__init__()
-        self.cfg = cfg
-        self.box_head = BoxHead(in_channels, cfg.box_pool_size, cfg.box_head_dim, cfg.num_classes,
-                                cfg.head_norm_groups)
-        self.mask_head = MaskHead(in_channels, cfg.mask_head_dim, cfg.mask_head_convs,
-                                  cfg.num_classes, cfg.head_norm_groups)
+        # Settings only, no defaults: `Config` holds the one default of each.
+        self.box_pool_size, self.mask_pool_size = box_pool_size, mask_pool_size
+        self.mask_size, self.sampling_ratio = mask_size, sampling_ratio
+        self.fg_iou_thresh, self.bg_iou_thresh = fg_iou_thresh, bg_iou_thresh
+        self.batch_size_per_image, self.positive_fraction = batch_size_per_image, positive_fraction
+        self.box_reg_weights = tuple(box_reg_weights)
+        self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
+        self.detections_per_image = detections_per_image
+        self.box_head = BoxHead(in_channels, box_pool_size, box_head_dim, num_classes,
+                                head_norm_groups)
+        self.mask_head = MaskHead(in_channels, mask_head_dim, mask_head_convs, num_classes,
+                                  head_norm_groups)
+
+    @classmethod
+    def from_config(cls, cfg, in_channels: int) -> "RoIHeads":
+        """The RoI heads of a `mrcnn_edu.config.Config`: its box_*, mask_*, roi_* and
+        detection fields."""
+        return cls(in_channels, cfg.num_classes, box_pool_size=cfg.box_pool_size,
+                   box_head_dim=cfg.box_head_dim, mask_pool_size=cfg.mask_pool_size,
+                   mask_head_dim=cfg.mask_head_dim, mask_head_convs=cfg.mask_head_convs,
+                   mask_size=cfg.mask_size, head_norm_groups=cfg.head_norm_groups,
+                   sampling_ratio=cfg.sampling_ratio, fg_iou_thresh=cfg.roi_fg_iou_thresh,
+                   bg_iou_thresh=cfg.roi_bg_iou_thresh,
+                   batch_size_per_image=cfg.roi_batch_size_per_image,
+                   positive_fraction=cfg.roi_positive_fraction,
+                   box_reg_weights=cfg.box_reg_weights, score_thresh=cfg.score_thresh,
+                   nms_thresh=cfg.nms_thresh, detections_per_image=cfg.detections_per_image)
 
     def pool(self, features, rois, size) -> torch.Tensor:
         """RoIAlign of each RoI on its level P2..P5: rois (x, 5) -> (x, C, size, size)."""
-        ratio = self.cfg.sampling_ratio
-        return multiscale_roi_align(features[:4], rois, size, sampling_ratio=ratio)
+        return multiscale_roi_align(features[:4], rois, size, sampling_ratio=self.sampling_ratio)
 
     # ---- training ----
     def sample(self, proposals, target, generator=None):
@@ -130,25 +161,27 @@ class RoIHeads(nn.Module):
         Returns boxes (S_b, 4), class labels (S_b,) in 0..K, matched gt index (S_b,) (meaningful
         where label > 0) and box regression targets (S_b, 4).
         """
-        cfg = self.cfg
         gt = target["boxes"].to(proposals)  # (G, 4) in the proposals' float32 (or float64)
         boxes = torch.cat([proposals, gt])  # (N + G, 4)
         iou = box_iou(gt, boxes)  # (G, N + G)
-        matched, fg = match_anchors(iou, cfg.roi_fg_iou_thresh, cfg.roi_bg_iou_thresh, False)
-        fg = sample_labels(fg, cfg.roi_batch_size_per_image, cfg.roi_positive_fraction, generator)
-        keep = torch.nonzero(fg >= 0).flatten()  # (S_b,)
-        boxes, matched, fg = boxes[keep], matched[keep], fg[keep]
+        matched, match_labels = match_anchors(iou, self.fg_iou_thresh, self.bg_iou_thresh,
+                                              allow_low_quality=False)  # (N + G,) x2, 1/0/-1
+        match_labels = sample_labels(match_labels, self.batch_size_per_image,
+                                     self.positive_fraction, generator)  # (N + G,) -1: unsampled
+        keep = torch.nonzero(match_labels >= 0).flatten()  # (S_b,)
+        boxes, matched, match_labels = boxes[keep], matched[keep], match_labels[keep]
         if gt.shape[0] == 0:  # every RoI is background: labels 0, nothing to regress to
-            return boxes, torch.zeros_like(fg), matched, torch.zeros_like(boxes)
-        labels = torch.where(fg == 1, target["labels"].to(fg.device)[matched], 0)  # (S_b,)
-        deltas = encode_boxes(boxes, gt[matched], cfg.box_reg_weights)  # (S_b, 4)
+            return boxes, torch.zeros_like(match_labels), matched, torch.zeros_like(boxes)
+        gt_labels = target["labels"].to(match_labels.device)  # (G,) classes 1..K
+        labels = torch.where(match_labels == 1, gt_labels[matched], 0)  # (S_b,) 0 = background
+        deltas = encode_boxes(boxes, gt[matched], self.box_reg_weights)  # (S_b, 4)
         return boxes, labels, matched, deltas
 
     def losses(self, features, proposals, targets, generator=None) -> dict:
         """loss_classifier and loss_box over the sampled RoIs, loss_mask over their foreground."""
         samples = [self.sample(p, t, generator) for p, t in zip(proposals, targets)]
         boxes, labels, matched, deltas = (list(x) for x in zip(*samples))
-        roi_features = self.pool(features, as_rois(boxes), self.cfg.box_pool_size)  # (S, C, 7, 7)
+        roi_features = self.pool(features, as_rois(boxes), self.box_pool_size)  # (S, C, 7, 7)
         class_logits, box_regression = self.box_head(roi_features)  # (S, K1), (S, 4 * K1)
         dtype = proposals[0].dtype  # the losses in float32 even under autocast
         class_logits, box_regression = class_logits.to(dtype), box_regression.to(dtype)
@@ -161,8 +194,8 @@ class RoIHeads(nn.Module):
         """Mask BCE on the foreground RoIs only: background RoIs have no mask to learn."""
         fg = [lab > 0 for lab in labels]
         rois = as_rois([b[f] for b, f in zip(boxes, fg)])  # (F, 5)
-        logits = self.mask_head(self.pool(features, rois, self.cfg.mask_pool_size))  # (F, K1, M, M)
-        gt_masks = torch.cat([mask_targets(t["masks"], m[f], b[f], self.cfg.mask_size)
+        logits = self.mask_head(self.pool(features, rois, self.mask_pool_size))  # (F, K1, M, M)
+        gt_masks = torch.cat([mask_targets(t["masks"], m[f], b[f], self.mask_size)
                               for t, m, b, f in zip(targets, matched, boxes, fg)])  # (F, M, M)
         fg_labels = torch.cat([lab[f] for lab, f in zip(labels, fg)])  # (F,)
         return mask_loss(logits.to(gt_masks.dtype), fg_labels, gt_masks)
@@ -175,7 +208,7 @@ class RoIHeads(nn.Module):
         masks are probabilities of the detected class; `BatchTransform.postprocess` pastes them.
         """
         rois = as_rois(proposals)  # (N_all, 5)
-        roi_features = self.pool(features, rois, self.cfg.box_pool_size)  # (N_all, C, 7, 7)
+        roi_features = self.pool(features, rois, self.box_pool_size)  # (N_all, C, 7, 7)
         class_logits, box_regression = self.box_head(roi_features)  # (N_all, K1), (N_all, 4 * K1)
         dtype = proposals[0].dtype  # decode in float32 even under autocast
         class_logits, box_regression = class_logits.to(dtype), box_regression.to(dtype)
@@ -185,7 +218,7 @@ class RoIHeads(nn.Module):
                       zip(proposals, scores, box_regression.split(counts), image_sizes)]
 
         rois = as_rois([d["boxes"] for d in detections])  # (D_all, 5)
-        mask_features = self.pool(features, rois, self.cfg.mask_pool_size)  # (D_all, C, 14, 14)
+        mask_features = self.pool(features, rois, self.mask_pool_size)  # (D_all, C, 14, 14)
         logits = self.mask_head(mask_features)  # (D_all, K1, M, M)
         labels = torch.cat([d["labels"] for d in detections])  # (D_all,)
         rows = torch.arange(len(labels), device=labels.device)
@@ -196,16 +229,15 @@ class RoIHeads(nn.Module):
 
     def select(self, proposals, scores, box_regression, image_size) -> dict:
         """One image: proposals (N, 4), scores (N, K1), deltas (N, 4 * K1) -> final detections."""
-        cfg = self.cfg
         n, k1 = scores.shape
-        boxes = decode_boxes(proposals, box_regression, cfg.box_reg_weights)  # (N, 4 * K1)
+        boxes = decode_boxes(proposals, box_regression, self.box_reg_weights)  # (N, 4 * K1)
         boxes = clip_boxes(boxes.view(n, k1, 4)[:, 1:].reshape(-1, 4), image_size)  # (N * K, 4)
         labels = torch.arange(1, k1, device=scores.device).repeat(n)  # (N * K,) class of each row
         scores = scores[:, 1:].reshape(-1)  # (N * K,) background dropped
-        keep = torch.nonzero(scores > cfg.score_thresh).flatten()
+        keep = torch.nonzero(scores > self.score_thresh).flatten()
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
         keep = remove_small_boxes(boxes, 1e-2)  # boxes clipping squashed to nothing
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        keep = batched_nms(boxes, scores, labels, cfg.nms_thresh)  # per class, best first
-        keep = keep[: cfg.detections_per_image]
+        keep = batched_nms(boxes, scores, labels, self.nms_thresh)  # per class, best first
+        keep = keep[: self.detections_per_image]
         return {"boxes": boxes[keep], "labels": labels[keep], "scores": scores[keep]}

@@ -75,12 +75,41 @@ class RPN(nn.Module):
     inside the padded batch; padded_size: the batch's (H, W), which fixes the anchor grids;
     targets: resized non-crowd targets (only "boxes" is used), or None. The losses
     ({"loss_objectness", "loss_rpn_box"}) are computed only when targets are given.
+
+    Settings are keyword arguments named as the `Config` fields they come from, without the
+    `rpn_` prefix (`nms_thresh` is `Config.rpn_nms_thresh`); `RPN.from_config(cfg, in_channels)`
+    reads them all from a Config.
     """
 
-    def __init__(self, cfg, in_channels: int):
+    def __init__(self, in_channels: int, *, anchor_strides, anchor_sizes, anchor_aspect_ratios,
+                 pre_nms_top_n_train: int, post_nms_top_n_train: int, pre_nms_top_n_test: int,
+                 post_nms_top_n_test: int, nms_thresh: float, min_size: float,
+                 fg_iou_thresh: float, bg_iou_thresh: float, batch_size_per_image: int,
+                 positive_fraction: float):
         super().__init__()
-        self.cfg = cfg
-        self.head = RPNHead(in_channels, len(cfg.anchor_aspect_ratios))
+        # Settings only, no defaults: `Config` holds the one default of each (the `rpn_*` fields).
+        self.anchor_strides, self.anchor_sizes = tuple(anchor_strides), tuple(anchor_sizes)
+        self.anchor_aspect_ratios = tuple(anchor_aspect_ratios)
+        self.pre_nms_top_n = {"train": pre_nms_top_n_train, "test": pre_nms_top_n_test}
+        self.post_nms_top_n = {"train": post_nms_top_n_train, "test": post_nms_top_n_test}
+        self.nms_thresh, self.min_size = nms_thresh, min_size
+        self.fg_iou_thresh, self.bg_iou_thresh = fg_iou_thresh, bg_iou_thresh
+        self.batch_size_per_image, self.positive_fraction = batch_size_per_image, positive_fraction
+        self.head = RPNHead(in_channels, len(self.anchor_aspect_ratios))
+
+    @classmethod
+    def from_config(cls, cfg, in_channels: int) -> "RPN":
+        """The RPN of a `mrcnn_edu.config.Config`: its anchor_* and rpn_* fields."""
+        return cls(in_channels, anchor_strides=cfg.anchor_strides, anchor_sizes=cfg.anchor_sizes,
+                   anchor_aspect_ratios=cfg.anchor_aspect_ratios,
+                   pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train,
+                   post_nms_top_n_train=cfg.rpn_post_nms_top_n_train,
+                   pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test,
+                   post_nms_top_n_test=cfg.rpn_post_nms_top_n_test,
+                   nms_thresh=cfg.rpn_nms_thresh, min_size=cfg.rpn_min_size,
+                   fg_iou_thresh=cfg.rpn_fg_iou_thresh, bg_iou_thresh=cfg.rpn_bg_iou_thresh,
+                   batch_size_per_image=cfg.rpn_batch_size_per_image,
+                   positive_fraction=cfg.rpn_positive_fraction)
 
     def forward(self, features, image_sizes, padded_size, targets=None, generator=None):
         anchors = self.anchors(padded_size, features)  # [(R_l, 4)]
@@ -98,12 +127,12 @@ class RPN(nn.Module):
 
     def anchors(self, padded_size, features) -> list[torch.Tensor]:
         """[(R_l, 4)] anchors of each level for the padded batch, on the features' device."""
-        cfg = self.cfg
         dtype = torch.promote_types(features[0].dtype, torch.float32)  # float32 under autocast
-        anchors = generate_anchors(tuple(padded_size), cfg.anchor_strides, cfg.anchor_sizes,
-                                   cfg.anchor_aspect_ratios, dtype=dtype, device=features[0].device)
+        anchors = generate_anchors(tuple(padded_size), self.anchor_strides, self.anchor_sizes,
+                                   self.anchor_aspect_ratios, dtype=dtype,
+                                   device=features[0].device)
         for a, f in zip(anchors, features):  # the grids must agree, or anchors and logits misalign
-            if a.shape[0] != f.shape[-2] * f.shape[-1] * len(cfg.anchor_aspect_ratios):
+            if a.shape[0] != f.shape[-2] * f.shape[-1] * len(self.anchor_aspect_ratios):
                 raise ValueError(f"{a.shape[0]} anchors for a {tuple(f.shape[-2:])} map: "
                                  f"padded_size {tuple(padded_size)} does not fit the features")
         return anchors
@@ -111,18 +140,17 @@ class RPN(nn.Module):
     @torch.no_grad()
     def select_proposals(self, objectness, deltas, anchors, image_size) -> torch.Tensor:
         """One image: objectness [(R_l,)], deltas [(R_l, 4)], anchors [(R_l, 4)] -> (P, 4)."""
-        cfg = self.cfg
-        pre_n = cfg.rpn_pre_nms_top_n_train if self.training else cfg.rpn_pre_nms_top_n_test
-        post_n = cfg.rpn_post_nms_top_n_train if self.training else cfg.rpn_post_nms_top_n_test
+        mode = "train" if self.training else "test"
+        pre_n, post_n = self.pre_nms_top_n[mode], self.post_nms_top_n[mode]
         boxes, scores = [], []
         for o, d, a in zip(objectness, deltas, anchors):
             top_scores, top = o.topk(min(pre_n, o.shape[0]))  # (k,), (k,)
             b = clip_boxes(decode_boxes(a[top], d[top]), image_size)  # (k, 4)
-            keep = remove_small_boxes(b, cfg.rpn_min_size)
+            keep = remove_small_boxes(b, self.min_size)
             b, top_scores = b[keep], top_scores[keep]
             # NMS within the level, as batched_nms over level ids would do, but cheaper: the
             # pairwise work is the sum of the squared level sizes, not the square of their sum.
-            keep = nms(b, top_scores, cfg.rpn_nms_thresh)
+            keep = nms(b, top_scores, self.nms_thresh)
             boxes.append(b[keep])
             scores.append(top_scores[keep])
         boxes, scores = torch.cat(boxes), torch.cat(scores)  # (P', 4), (P',)
@@ -131,14 +159,14 @@ class RPN(nn.Module):
 
     def losses(self, objectness, deltas, anchors, targets, generator=None) -> dict:
         """objectness (B, R), deltas (B, R, 4), anchors (R, 4) -> loss_objectness, loss_rpn_box."""
-        cfg = self.cfg
         labels, target_deltas = [], []
         for target in targets:
             gt = target["boxes"].to(anchors)  # (G, 4)
             iou = box_iou(gt, anchors)  # (G, R)
-            matched, lab = match_anchors(iou, cfg.rpn_fg_iou_thresh, cfg.rpn_bg_iou_thresh, True)
-            labels.append(sample_labels(lab, cfg.rpn_batch_size_per_image,
-                                        cfg.rpn_positive_fraction, generator))  # (R,)
+            matched, match_labels = match_anchors(iou, self.fg_iou_thresh, self.bg_iou_thresh,
+                                                  allow_low_quality=True)  # (R,), (R,) 1/0/-1
+            labels.append(sample_labels(match_labels, self.batch_size_per_image,
+                                        self.positive_fraction, generator))  # (R,)
             if gt.shape[0] == 0:  # all background: there is nothing to regress to
                 target_deltas.append(torch.zeros_like(anchors))  # (R, 4)
             else:

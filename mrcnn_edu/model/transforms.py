@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mrcnn_edu.ops import paste_masks
+from mrcnn_edu.reference.masks import MASK_THRESHOLD
 
 
 def resized_size(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
@@ -93,7 +94,7 @@ class BatchTransform(nn.Module):
         return batch
 
     def postprocess(self, detections: list[dict], image_sizes, original_sizes,
-                    mask_threshold: float = 0.5) -> list[dict]:
+                    mask_threshold: float = MASK_THRESHOLD) -> list[dict]:
         """Boxes from resized to original pixels; mask probabilities (D, M, M) pasted into
         the original image as uint8 (D, H, W)."""
         results = []
@@ -128,3 +129,29 @@ class RandomHorizontalFlip:
         x1, y1, x2, y2 = target["boxes"].unbind(1)  # 4 x (N,)
         boxes = torch.stack([width - x2, y1, width - x1, y2], dim=1)  # (N, 4)
         return image.flip(-1), {**target, "boxes": boxes, "masks": target["masks"].flip(-1)}
+
+
+class ResizeToInput:
+    """Resize an image and its target to the model's input size, in the dataset, for training.
+
+    __call__(image (3, H, W), target) -> (image (3, h, w), target) with boxes and masks resized
+    as `BatchTransform` would (same `resized_size`, bilinear image, nearest-exact masks); other
+    target entries pass through. The model's own resize is then the identity, so the result is
+    the same, but a 4000 x 3000 photo's full-resolution masks never reach the batch.
+    """
+
+    def __init__(self, min_size: int, max_size: int):
+        self.min_size, self.max_size = min_size, max_size
+
+    def __call__(self, image: torch.Tensor, target: dict):
+        (h, w), masks = image.shape[-2:], target["masks"]
+        size = resized_size(h, w, self.min_size, self.max_size)
+        if (h, w) == size:
+            return image, target
+        image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+        scale = target["boxes"].new_tensor([size[1] / w, size[0] / h, size[1] / w, size[0] / h])
+        # uint8 in, uint8 out (CPU): the same pixels as resize_target's, without a float32
+        # copy of every full-size mask
+        masks = (F.interpolate(masks[None], size=size, mode="nearest-exact")[0] if len(masks)
+                 else masks.new_zeros((0, *size)))  # (N, h, w)
+        return image, {**target, "boxes": target["boxes"] * scale, "masks": masks}  # (3, h, w)

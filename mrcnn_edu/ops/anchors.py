@@ -3,6 +3,11 @@
 Shape legend: A anchors per cell, (h, w) = (ceil(H / s), ceil(W / s)) cells of a level.
 Same conventions as the reference: aspect ratio = h / w, area = size**2, no rounding, centres at
 (j * s, i * s), location-major order.
+
+Reference -> twin:
+    check_anchor_config, grid_shape -> imported from the reference (pure Python, no arrays)
+    base_anchors                    -> base_anchors (plus dtype and device)
+    generate_anchors                -> generate_anchors (plus keyword-only dtype and device)
 """
 import torch
 

@@ -3,6 +3,10 @@
 Shape legend: N, M numbers of boxes; (H, W) an image size (height, width).
 Boxes are float (x1, y1, x2, y2) in input-image pixels, width = x2 - x1 (no +1).
 torch in, torch out, on the input's device and in its float dtype.
+
+Reference -> twin: box_area, box_iou, clip_boxes, remove_small_boxes -> the same names.
+The reference's `as_boxes` (shape check, integer -> float) has no twin here: these four are
+the model's innermost calls and take the boxes the model made.
 """
 import torch
 

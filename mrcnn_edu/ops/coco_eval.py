@@ -9,6 +9,15 @@ per detection, vectorised over area ranges, IoU thresholds and ground truths: th
 sequential in the detections by nature) and the accumulation into precision and recall.
 Reading the two JSON inputs and decoding RLEs is plain Python shared with the reference
 (`check_inputs`, `group_by_image_and_category`, `decode_group_masks`).
+
+Reference -> twin:
+    box_iou_xywh, mask_iou, evaluate_image, precision_recall, mean_defined, summarize,
+    coco_evaluate                -> the same names (coco_evaluate adds `device`)
+    group_iou                    -> group_iou (plus `device`)
+    accumulate                   -> accumulate (plus `device`)
+    greedy_match_kernel          -> the vectorised matching loop in `evaluate_image`
+    annotation_rle, decode_rles, check_inputs, group_by_image_and_category,
+    decode_group_masks           -> the reference's own, imported or called through it
 """
 import numpy as np
 import torch

@@ -1,6 +1,8 @@
 """Lesson 05: torch twin of `mrcnn_edu.reference.fpn_levels` (which FPN level pools each RoI).
 
 Shape legend: K RoIs. Boxes are float (x1, y1, x2, y2) in input-image pixels.
+
+Reference -> twin: assign_fpn_levels -> assign_fpn_levels.
 """
 import torch
 

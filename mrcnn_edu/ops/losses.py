@@ -3,6 +3,11 @@
 Shape legend: A sampled anchors, K RoIs, C object classes, M x M mask grid.
 Every loss returns a 0-dim tensor that keeps the autograd graph; with nothing to average it is
 a zero built from the inputs (`x.sum() * 0`), so `backward()` still works on an empty batch.
+
+Reference -> twin:
+    smooth_l1_loss, objectness_loss, rpn_box_loss, fast_rcnn_loss, mask_loss -> the same names
+    binary_cross_entropy_with_logits, cross_entropy -> torch.nn.functional's functions of
+                                                       those names
 """
 import torch
 import torch.nn.functional as F

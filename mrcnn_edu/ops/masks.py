@@ -5,9 +5,16 @@ Shape legend: G ground-truth masks of one image, K RoIs, M x M mask grid, H x W 
 Pasting is two matrix products per RoI: a (H, M) matrix Ry whose row y holds the two bilinear
 weights of image row y (zero outside the box), and a (W, M) matrix Rx for the columns, so that
 pasted = Ry @ mask @ Rx^T. RoIs go through in chunks so that at most CHUNK_PIXELS floats exist.
+
+Reference -> twin:
+    mask_targets    -> mask_targets
+    mask_coordinate -> _interpolation_matrix (the same clamped coordinate, as matrix weights)
+    _paste_kernel   -> the chunked matrix products in `paste_masks`
+    paste_masks     -> paste_masks
 """
 import torch
 
+from ..reference.masks import MASK_THRESHOLD
 from .roi_align import roi_align
 
 CHUNK_PIXELS = 1 << 24  # image pixels computed at once (K_chunk * H * W): 64 MB of float32
@@ -39,7 +46,8 @@ def mask_targets(gt_masks, matched_gt_index, rois, size=28):
 
 
 def _interpolation_matrix(start, end, cells, length):
-    """(K, length, cells) bilinear weights of image rows (or columns) over mask cells, 0 outside."""
+    """Bilinear weights of image rows (or columns) over mask cells: (K, length, cells), 0 for
+    pixels outside the box, and `inside` (K, length), which pixels are in the box."""
     centres = torch.arange(length, dtype=start.dtype, device=start.device) + 0.5  # (length,)
     inside = (centres[None] >= start[:, None]) & (centres[None] < end[:, None])  # (K, length)
     extent = (end - start).clamp(min=torch.finfo(start.dtype).tiny)[:, None]  # (K, 1)
@@ -53,7 +61,7 @@ def _interpolation_matrix(start, end, cells, length):
     return matrix, inside
 
 
-def paste_masks(masks, boxes, image_size, threshold=0.5):
+def paste_masks(masks, boxes, image_size, threshold=MASK_THRESHOLD):
     """Torch twin of `mrcnn_edu.reference.masks.paste_masks`: same contract.
 
     masks (K, M, M) float tensor, boxes (K, 4) on the same device. Returns (K, H, W) bool.

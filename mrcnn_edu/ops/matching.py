@@ -3,6 +3,11 @@
 
 Shape legend: G ground-truth boxes, A anchors; iou is (G, A), gt along rows.
 Labels: 1 positive, 0 negative, -1 ignored; matched index and label are returned separately.
+
+Reference -> twin:
+    match_anchors -> match_anchors
+    as_generator  -> as_generator (plus the device the generator must live on)
+    sample_labels -> sample_labels (same counts; torch's RNG, so other picks)
 """
 import torch
 
@@ -10,6 +15,9 @@ import torch
 def match_anchors(iou, high=0.7, low=0.3, allow_low_quality=True):
     """Torch twin of `mrcnn_edu.reference.matching.match_anchors`: same contract.
     iou (G, A) -> (matched_idx, labels), both int64 (A,) on iou's device."""
+    if iou.ndim != 2:
+        raise ValueError(f"iou must have shape (G, A) = (num gt, num anchors), "
+                         f"got {tuple(iou.shape)}")
     if not low <= high:
         raise ValueError(f"need low <= high, got low={low} and high={high}")
     num_gt, num_anchors = iou.shape
@@ -37,6 +45,8 @@ def as_generator(generator, device):
 def sample_labels(labels, batch_size, positive_fraction, generator=None):
     """Torch twin of `mrcnn_edu.reference.matching.sample_labels`: same contract and counts;
     generator is an int seed or torch.Generator, so the picks differ from the reference's."""
+    if labels.ndim != 1:
+        raise ValueError(f"labels must have shape (A,), got {tuple(labels.shape)}")
     gen = as_generator(generator, labels.device)
     positives = torch.nonzero(labels == 1).flatten()  # (P,)
     negatives = torch.nonzero(labels == 0).flatten()  # (Q,)

@@ -8,12 +8,37 @@ How it stays fast without a compiled kernel: the sorted boxes are swept in block
 Inside a block the greedy decisions are solved as a fixed point of a small matrix equation
 (no loop over boxes); the block's kept boxes then suppress all later boxes at once with one
 (K, N) IoU. Boxes already suppressed are never looked at again, so clustered inputs get cheap.
+
+Reference -> twin (same names for the same things: `order`, `suppressed`, `keep`, `areas`):
+    as_boxes (boxes.py) -> _check_boxes (the shape check only: the twin keeps the dtype)
+    check_scores        -> check_scores
+    greedy_nms_kernel   -> the block sweep in `nms`: `resolve_block` decides inside a block,
+                           `overlaps_above` suppresses later boxes (the kernel's inner IoU test)
+    nms                 -> nms
+    offset_by_label     -> offset_by_label
+    batched_nms         -> batched_nms
 """
 import torch
 
 from .boxes import box_area
 
 BLOCK = 256  # boxes per block: big enough to amortise the per-block overhead, small enough for cache
+
+
+def check_scores(scores, num_boxes, name="scores"):
+    """Torch twin of `mrcnn_edu.reference.nms.check_scores`: same contract (ValueError unless
+    scores is (num_boxes,)); the tensor is returned as it is."""
+    if tuple(scores.shape) != (num_boxes,):
+        raise ValueError(f"{name} must have shape (N,) = ({num_boxes},) to match boxes, "
+                         f"got {tuple(scores.shape)}")
+    return scores
+
+
+def _check_boxes(boxes):
+    """ValueError unless boxes is (N, 4): the check `reference.boxes.as_boxes` makes."""
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"boxes must have shape (N, 4), got {tuple(boxes.shape)}")
+    return boxes
 
 
 def overlaps_above(boxes1, area1, boxes2, area2, iou_threshold):
@@ -53,16 +78,17 @@ def resolve_block(suppresses):
 def nms(boxes, scores, iou_threshold):
     """Torch twin of `mrcnn_edu.reference.nms.nms`: same contract (int64 indices of the kept
     boxes, highest score first; ties lower index first), any device and float dtype."""
-    boxes, scores = boxes.detach(), scores.detach()  # indices only: no graph, in-place is safe
-    order = torch.sort(scores, descending=True, stable=True).indices  # (N,)
-    sorted_boxes = boxes[order]  # (N, 4)
+    boxes = _check_boxes(boxes).detach()  # indices only: no graph, in-place is safe
+    scores = check_scores(scores, len(boxes)).detach()
+    order = torch.sort(scores, descending=True, stable=True).indices  # (N,) ties by index
+    sorted_boxes = boxes[order]  # (N, 4) in visiting order
     areas = box_area(sorted_boxes)  # (N,)
-    num = len(order)
-    alive = torch.ones(num, dtype=torch.bool, device=boxes.device)  # (N,) not yet suppressed
-    keep = torch.zeros(num, dtype=torch.bool, device=boxes.device)  # (N,) in sorted order
-    for start in range(0, num, BLOCK):  # a loop over N / B blocks, not over boxes
-        stop = min(start + BLOCK, num)
-        block = torch.nonzero(alive[start:stop]).flatten() + start  # (B',) survivors so far
+    n = len(order)
+    suppressed = torch.zeros(n, dtype=torch.bool, device=boxes.device)  # (N,) in visiting order
+    keep = torch.zeros(n, dtype=torch.bool, device=boxes.device)  # (N,) in visiting order
+    for start in range(0, n, BLOCK):  # a loop over N / B blocks, not over boxes
+        stop = min(start + BLOCK, n)
+        block = torch.nonzero(~suppressed[start:stop]).flatten() + start  # (B',) not suppressed
         if block.numel() == 0:
             continue
         block_boxes, block_areas = sorted_boxes[block], areas[block]  # (B', 4), (B',)
@@ -70,12 +96,12 @@ def nms(boxes, scores, iou_threshold):
         suppresses = torch.triu(above, diagonal=1)  # (B', B') earlier -> later
         kept = block[resolve_block(suppresses)]  # (K,)
         keep[kept] = True
-        later = torch.nonzero(alive[stop:]).flatten() + stop  # (L,) survivors after the block
+        later = torch.nonzero(~suppressed[stop:]).flatten() + stop  # (L,) after the block
         if later.numel() == 0:
             continue
         hit = overlaps_above(sorted_boxes[kept], areas[kept], sorted_boxes[later], areas[later],
                              iou_threshold).any(dim=0)  # (L,) suppressed by a kept box
-        alive[later[hit]] = False
+        suppressed[later[hit]] = True
     return order[keep]
 
 
@@ -88,6 +114,8 @@ def offset_by_label(boxes, labels):
 def batched_nms(boxes, scores, labels, iou_threshold):
     """Torch twin of `mrcnn_edu.reference.nms.batched_nms`: same contract (NMS within each
     label, by the coordinate-offset trick)."""
+    check_scores(scores, len(_check_boxes(boxes)))
+    check_scores(labels, len(boxes), name="labels")
     if boxes.numel() == 0:
         return torch.zeros(0, dtype=torch.int64, device=boxes.device)
     return nms(offset_by_label(boxes, labels), scores, iou_threshold)

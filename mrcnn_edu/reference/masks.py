@@ -23,6 +23,9 @@ import numpy as np
 
 from .roi_align import roi_align
 
+# A mask probability at or above this is "on" (pasting, drawing, COCO results): the README's rule.
+MASK_THRESHOLD = 0.5
+
 
 def mask_targets(gt_masks, matched_gt_index, rois, size=28):
     """M x M binary targets for the RoIs of ONE image.
@@ -80,7 +83,7 @@ def _paste_kernel(masks, boxes, height, width, threshold):
     return out
 
 
-def paste_masks(masks, boxes, image_size, threshold=0.5):
+def paste_masks(masks, boxes, image_size, threshold=MASK_THRESHOLD):
     """Paste M x M mask probabilities into the image: (K, H, W) bool.
 
     masks (K, M, M) probabilities (any M x M' grid works); boxes (K, 4) xyxy in image pixels;

@@ -6,7 +6,8 @@ with a box already kept is > iou_threshold (IoU equal to the threshold is kept).
 Ties in score are visited lower index first (a stable sort); torchvision's sort is not stable, so
 with tied scores the two may keep different, equally valid, boxes.
 
-numpy in, numpy out; the greedy sweep is a numba kernel. The torch twin is `mrcnn_edu.ops.nms`.
+numpy in, numpy out; the greedy sweep is a numba kernel. The torch twin is `mrcnn_edu.ops.nms`
+(its docstring maps each function here to its twin).
 """
 import numba
 import numpy as np
@@ -15,6 +16,7 @@ from .boxes import as_boxes
 
 
 def check_scores(scores, num_boxes, name="scores"):
+    """`scores` as a numpy array of shape (num_boxes,), or ValueError naming `name`."""
     scores = np.asarray(scores)
     if scores.shape != (num_boxes,):
         raise ValueError(f"{name} must have shape (N,) = ({num_boxes},) to match boxes, got {scores.shape}")

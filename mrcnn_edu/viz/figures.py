@@ -1,20 +1,12 @@
-"""Every plotting function the lessons use (from lesson 00 on): f(arrays, ax=None, **style) -> Axes.
-
-Shape legend: N boxes or instances, H x W image size.
-
-    image   (3, H, W) float in [0, 1] (our tensors) or (H, W, 3) / (H, W) numpy, uint8 or float
-    boxes   (N, 4) xyxy pixels
-    masks   (N, H, W) 0/1 (or probabilities: on where >= 0.5)
-
-Rules: pure functions, no global state; each takes an optional `ax` (a new figure when None) and
-returns the Axes it drew on. Inputs may be numpy arrays or torch tensors (on any device).
-Colours are fixed so every lesson reads the same way: ground truth green, anchors grey,
-proposals blue, kept detections orange; masks take the per-class (or per-instance) PALETTE.
+"""Figures of data and results (lessons 00-12): images, boxes, masks, detections, losses, anchors,
+precision-recall curves, pyramids and RoI bins. Every function is f(arrays, ax=None, **style) -> Axes.
 """
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import to_rgb
 from matplotlib.patches import Rectangle
+
+from mrcnn_edu.reference.masks import MASK_THRESHOLD
 
 GT_COLOR = "#2ca02c"  # green: ground truth
 ANCHOR_COLOR = "#7f7f7f"  # grey: anchors
@@ -24,6 +16,9 @@ DETECTION_COLOR = "#ff7f0e"  # orange: kept detections
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#bcbd22", "#17becf", "#7f7f7f", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896",
            "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5", "#c7c7c7"]
+# Detections scoring at least this are drawn (predict, lessons 10-12). A display choice only:
+# Config.score_thresh (0.05) is the model's own cut, which keeps many more for evaluation.
+MIN_DISPLAY_SCORE = 0.5
 
 
 def to_numpy(x):
@@ -102,6 +97,13 @@ def draw_boxes(boxes, ax=None, color=GT_COLOR, labels=None, scores=None, class_n
     return ax
 
 
+def binary_masks(masks):
+    """(N, H, W) masks as bool: float masks are probabilities, on where >= MASK_THRESHOLD (the
+    README's rule, as pasting does); integer and bool masks are on where non-zero."""
+    masks = to_numpy(masks)
+    return masks >= MASK_THRESHOLD if masks.dtype.kind == "f" else masks.astype(bool)
+
+
 def draw_masks(masks, ax=None, colors=None, alpha=0.5, labels=None):
     """Overlay (N, H, W) masks as one RGBA image; later masks paint over earlier ones.
 
@@ -112,7 +114,7 @@ def draw_masks(masks, ax=None, colors=None, alpha=0.5, labels=None):
     masks = to_numpy(masks)
     if masks.ndim == 2:
         masks = masks[None]
-    masks = masks >= 0.5 if masks.dtype.kind == "f" else masks.astype(bool)  # (N, H, W)
+    masks = binary_masks(masks)  # (N, H, W) bool
     n, h, w = masks.shape
     overlay = np.zeros((h, w, 4))  # (H, W, RGBA)
     for i in range(n):
@@ -160,6 +162,62 @@ def show_samples(dataset, count, figsize=None, title="image {id}"):
                     title=title.format(id=dataset.image_ids[i]))
     fig.tight_layout()
     return fig
+
+
+# --- lessons 10-12: detections and training losses -----------------------------------------
+def confident(detections, min_score=MIN_DISPLAY_SCORE):
+    """Only the detections scoring at least `min_score` (a dict of tensors or arrays)."""
+    keep = detections["scores"] >= min_score
+    return {k: v[keep] for k, v in detections.items()}
+
+
+def show_detections(image, detections, class_names=None, ax=None, min_score=MIN_DISPLAY_SCORE,
+                    title=None, *, score_threshold=None):
+    """Image, masks by class, orange boxes captioned 'class score', for the detections scoring
+    at least `min_score`; returns the Axes. `score_threshold` is the former name of min_score."""
+    d = confident(detections, min_score if score_threshold is None else score_threshold)
+    ax = show_image(image, ax=ax, title=title)
+    if len(d["labels"]):
+        draw_masks(d["masks"], ax=ax, labels=d["labels"])
+        draw_boxes(d["boxes"], ax=ax, color=DETECTION_COLOR, labels=d["labels"],
+                   scores=d["scores"], class_names=class_names)
+    return ax
+
+
+def loss_names(records):
+    """The loss keys of log records, in first-seen order ("loss" is the total)."""
+    names = []
+    for r in records:
+        names += [k for k in r if k.startswith("loss") and k not in names]
+    return names
+
+
+def running_mean(values, window):
+    """Mean of the last `window` values at each position (fewer at the start)."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def plot_loss_curve(records, ax=None, smooth=10):
+    """Each loss of log.jsonl records against iteration: thin raw, thick running mean over
+    `smooth` iterations, log scale."""
+    ax = get_ax(ax, figsize=(8, 5))
+    its = [r["iteration"] for r in records]
+    for name in loss_names(records):
+        values = [r.get(name, float("nan")) for r in records]
+        line, = ax.plot(its, values, lw=0.5, alpha=0.4)
+        ax.plot(its, running_mean(values, smooth), lw=2 if name == "loss" else 1.2,
+                color=line.get_color(), label=name)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    return ax
 
 
 # --- lesson 04: anchor labels ---------------------------------------------------------------

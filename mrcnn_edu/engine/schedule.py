@@ -1,0 +1,87 @@
+"""What iteration i of a run does, from (config, i) alone: its learning rate, its images, its
+flips and its seeds (lesson 12).
+
+Reproducibility. Every random choice of iteration i is derived from (seed, i, rank) alone:
+which images form the batch (a per-epoch permutation seeded by (seed, epoch)), which are flipped,
+and the model's own sampling of anchors and RoIs (the global torch RNG, re-seeded at the start of
+the iteration by the loop). Nothing depends on what ran before, so a run resumed from the
+checkpoint of iteration k repeats the losses of an uninterrupted run exactly (on the CPU).
+
+Learning rate at 0-based iteration i (the step that produces log record i + 1):
+
+    lr(i) = lr * gamma ** (number of lr_steps <= i) * warm(i)
+    warm(i) = warmup_factor * (1 - i / warmup_iters) + i / warmup_iters   for i < warmup_iters, else 1
+"""
+import functools
+import hashlib
+
+import torch
+
+from mrcnn_edu.engine import distributed
+from mrcnn_edu.model.transforms import RandomHorizontalFlip
+
+
+def lr_at(iteration, config):
+    """Learning rate of 0-based `iteration`: linear warm-up, then x lr_gamma at each lr_step."""
+    factor = config.lr_gamma ** sum(iteration >= step for step in config.lr_steps)
+    if iteration < config.warmup_iters:
+        alpha = iteration / config.warmup_iters
+        factor *= config.warmup_factor * (1 - alpha) + alpha
+    return config.lr * factor
+
+
+def iteration_seed(seed, iteration, rank=0, purpose="model"):
+    """A 56-bit seed that depends only on its arguments (a hash, so nearby inputs decorrelate)."""
+    digest = hashlib.sha256(f"{seed}:{iteration}:{rank}:{purpose}".encode()).digest()
+    return int.from_bytes(digest[:7], "little")
+
+
+@functools.lru_cache(maxsize=4)
+def epoch_permutation(epoch, num_images, seed):
+    """The order in which epoch `epoch` visits the dataset: a permutation seeded by (seed, epoch)."""
+    g = torch.Generator().manual_seed(iteration_seed(seed, epoch, purpose="epoch"))
+    return tuple(torch.randperm(num_images, generator=g).tolist())
+
+
+def global_batch_indices(iteration, num_images, images_per_step, seed):
+    """Dataset indices of 0-based `iteration`'s batch over all processes.
+
+    The data order is the concatenation of the epoch permutations; iteration i takes positions
+    [i * images_per_step, (i + 1) * images_per_step) of it, so a batch may straddle two epochs.
+    """
+    indices = []
+    for position in range(iteration * images_per_step, (iteration + 1) * images_per_step):
+        epoch, offset = divmod(position, num_images)
+        indices.append(epoch_permutation(epoch, num_images, seed)[offset])
+    return indices
+
+
+class IterationBatchSampler(torch.utils.data.Sampler):
+    """Yields this rank's list of dataset indices for iterations start..stop-1 (see above)."""
+
+    def __init__(self, num_images, config, start, stop, info):
+        self.num_images, self.config = num_images, config
+        self.start, self.stop, self.info = start, stop, info
+
+    def __iter__(self):
+        per_step = self.config.batch_size * self.info.world_size
+        for iteration in range(self.start, self.stop):
+            batch = global_batch_indices(iteration, self.num_images, per_step, self.config.seed)
+            yield distributed.shard(batch, self.info)
+
+    def __len__(self):
+        return self.stop - self.start
+
+
+def flip_batch(images, targets, iteration, config, info):
+    """Random horizontal flips, drawn from a generator seeded by (seed, iteration, rank).
+
+    Done here in the main process rather than in the dataset so that DataLoader workers need no
+    random state and the choice is reproducible whatever num_workers is.
+    """
+    if config.hflip_prob <= 0:
+        return images, targets
+    g = torch.Generator().manual_seed(iteration_seed(config.seed, iteration, info.rank, "flip"))
+    flip = RandomHorizontalFlip(config.hflip_prob, generator=g)
+    pairs = [flip(image, target) for image, target in zip(images, targets)]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
