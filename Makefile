@@ -37,7 +37,7 @@ test: $(STAMP)
 
 # The lessons that train, once more under another CPU kernel set: torch and oneDNN choose kernels
 # by instruction set, so a trained number that holds for one CPU's kernels only fails here (CI
-# runs this beside `make test`). The default set, oneDNN's AVX (not AVX2) convolutions and ATen's
+# runs this after `make test`). The default set, oneDNN's AVX (not AVX2) convolutions and ATen's
 # unvectorised kernels, differs from what any AVX2 or AVX-512 machine uses by itself, at about the
 # same speed (SSE41 convolutions also pass, 1.3x slower). Another set:
 # make test-kernels KERNELS="ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2"
