@@ -17,11 +17,11 @@ the RoI heads). Everything is used as `viz.name`.
 """
 # Re-exported: lessons and the package call them as viz.<name>.
 from mrcnn_edu.viz.figures import (  # noqa: F401
-    GT_COLOR, ANCHOR_COLOR, PROPOSAL_COLOR, DETECTION_COLOR,
-    PALETTE, MIN_DISPLAY_SCORE, to_numpy, get_ax, image_hwc, show_image, box_caption, draw_boxes,
-    binary_masks, draw_masks, show_sample, show_samples, confident, show_detections, loss_names,
-    running_mean, plot_loss_curve, POSITIVE_COLOR, IGNORED_COLOR, draw_anchor_labels,
-    draw_pr_curve, draw_feature_pyramid, draw_cell_grid, draw_roi_bins)
+    ANCHOR_COLOR, DETECTION_COLOR, GT_COLOR, IGNORED_COLOR, MIN_DISPLAY_SCORE, PALETTE,
+    POSITIVE_COLOR, PROPOSAL_COLOR, binary_masks, box_caption, confident, draw_anchor_labels,
+    draw_boxes, draw_cell_grid, draw_feature_pyramid, draw_masks, draw_pr_curve, draw_roi_bins,
+    get_ax, image_hwc, loss_names, plot_loss_curve, running_mean, show_detections, show_image,
+    show_sample, show_samples, to_numpy)
 from mrcnn_edu.viz.diagrams import (  # noqa: F401
-    PIPELINE_STAGES, PIPELINE_LINKS, STAGE_COLORS, HERE_COLOR,
-    GREYED_COLOR, GREYED_TEXT, lesson_numbers, pipeline_map, fpn_diagram, heads_diagram)
+    GREYED_COLOR, GREYED_TEXT, HERE_COLOR, PIPELINE_LINKS, PIPELINE_STAGES, STAGE_COLORS,
+    fpn_diagram, heads_diagram, lesson_numbers, pipeline_map)
