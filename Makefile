@@ -19,16 +19,20 @@ $(STAMP): pyproject.toml
 # `make train`: the `subset` preset (tiny model, person class) on the COCO subset, evaluated on
 # val and train, written to runs/coco_subset/. A finished or interrupted run is never
 # overwritten: continue it with `make train ARGS=--resume`, or start another with RUN=runs/NAME.
+# `make train PRESET=shapes` trains on synthetic shapes (written to data/shapes when missing)
+# into runs/shapes/: another preset's run goes to runs/PRESET unless RUN says otherwise.
 # torch uses one thread per core; on a machine busy with other work THREADS=1 can be faster.
 # Extra options: ARGS="--data DIR --device cuda --set max_iters=3000 ...".
 PRESET  ?= subset
-RUN     ?= runs/coco_subset
+RUN     ?= $(if $(filter subset,$(PRESET)),runs/coco_subset,runs/$(PRESET))
 THREADS ?=
 train: $(STAMP)
 	$(PY) -m mrcnn_edu train --preset $(PRESET) --output $(RUN) $(if $(THREADS),--threads $(THREADS)) $(ARGS)
 
 # The numba kernels' tests run once more as plain Python (NUMBA_DISABLE_JIT=1): the same
 # assertions then hold for the code a reader steps through, and coverage sees the kernels.
+# Under it a file shrinks its big random cases and skips what runs no kernel
+# (`numba.config.DISABLE_JIT` in the test), never the only test of a kernel.
 NOJIT_TESTS := tests/test_nms.py tests/test_roi_pool.py tests/test_roi_align.py \
                tests/test_masks.py tests/test_coco_eval.py
 test: $(STAMP)

@@ -6,8 +6,8 @@ and rewrites only that section, so scripts can be re-run independently.
 import os
 import platform
 import statistics
-import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -56,3 +56,47 @@ def write_section(name, markdown):
 
 def command_line():
     return "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
+
+
+def interleaved_medians(calls, repeat):
+    """{name: median ms} over `repeat` rounds, each round calling every function once in turn, so
+    that on a shared machine all of them see the same load; one untimed warm-up call each first
+    (numba compiles there). A function that returns a float reports its own time (a peer)."""
+    times = {name: [] for name in calls}
+    for fn in calls.values():
+        fn()
+    for _ in range(repeat):
+        for name, fn in calls.items():
+            start = time.perf_counter()
+            out = fn()
+            elapsed = (time.perf_counter() - start) * 1e3
+            times[name].append(out if isinstance(out, float) else elapsed)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def anonymous_rss_mb():
+    """The process's resident anonymous memory (heap, not shared-library code) in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no RssAnon in /proc/self/status (Linux only)")
+
+
+def peak_rss_growth_mb(fn):
+    """Peak growth (MB) of anonymous RSS while fn() runs, sampled every millisecond by a thread
+    (torch releases the GIL inside its kernels)."""
+    baseline, peak, done = anonymous_rss_mb(), [0.0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], anonymous_rss_mb())
+            time.sleep(0.001)
+
+    watcher = threading.Thread(target=sample)
+    watcher.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        watcher.join()
+    return max(peak[0], anonymous_rss_mb()) - baseline

@@ -16,11 +16,8 @@ on this machine (150 ms random, 50 ms clustered).
 """
 import argparse
 import os
-import statistics
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 # OpenMP threads that spin while waiting for work steal the cores of a shared machine, and torch's
@@ -32,7 +29,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 import torch
 
-from _report import command_line, machine_line, write_section  # bench/ is on sys.path
+from _report import (command_line, interleaved_medians, machine_line,  # bench/ on sys.path
+                     write_section)
 
 from mrcnn_edu import ops, reference as ref
 
@@ -82,22 +80,6 @@ class Peer:
     def close(self):
         self.process.stdin.close()
         self.process.wait()
-
-
-def interleaved_medians(calls, repeat):
-    """{name: median ms} over `repeat` rounds, each round calling every function once in turn, so
-    that on a shared machine all of them see the same load; one untimed warm-up call each first
-    (numba compiles there). A function that returns a float reports its own time (the peer)."""
-    times = {name: [] for name in calls}
-    for fn in calls.values():
-        fn()
-    for _ in range(repeat):
-        for name, fn in calls.items():
-            start = time.perf_counter()
-            out = fn()
-            elapsed = (time.perf_counter() - start) * 1e3
-            times[name].append(out if isinstance(out, float) else elapsed)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def random_boxes(rng, n, image=1024.0):

@@ -1,15 +1,29 @@
-"""Time RoIAlign and RoIPool (lesson 06), reference (numba) vs torch twin, on the CPU.
+"""Time RoIAlign and RoIPool (lesson 06): reference (numba), torch twin and torchvision's C++.
 
-    python bench/bench_roi.py [--repeat 5] [--quick]
+    python bench/bench_roi.py [--repeat 5] [--quick] [--no-busy] [--peer-python PATH] [--no-write]
 
-Writes the section `ops_roi` of docs/benchmarks.md. Inputs, fixed by the issue: features
-(1, 256, 200, 200) float32 (P2 of an 800 x 800 image, spatial_scale 1/4); 512 and 2000 RoIs
-whose sides are log-uniform in [16, 512] px with centres uniform over the image (like RPN
-proposals; some leave the image); outputs 7 x 7 and 14 x 14; sampling_ratio 2, aligned=True.
-Times are medians after one warm-up run (which also compiles the numba kernels).
-"Forward+backward" is the forward plus the gradient with respect to the features for an
-all-ones output gradient: `roi_align_backward` for the reference, autograd for the twin (the
-reference has no RoIPool backward).
+Writes the section `ops_roi` of docs/benchmarks.md (not with --quick or --no-write). Inputs,
+fixed by the issue: features (1, 256, 200, 200) float32 (P2 of an 800 x 800 image, spatial_scale
+1/4); 512 and 2000 RoIs whose sides are log-uniform in [16, 512] px with centres uniform over the
+image (like RPN proposals; some leave the image); outputs 7 x 7 and 14 x 14; sampling_ratio 2,
+aligned=True. "Forward+backward" is the forward plus the gradient with respect to the features
+for an all-ones output gradient: `roi_align_backward` for the reference, autograd for the twin
+and for torchvision (the reference has no RoIPool backward).
+
+Timing: for each (op, RoIs, output size) and each of forward and forward+backward, the
+implementations run in interleaved rounds (one call of each per round) after one warm-up round
+(which also compiles the numba kernels), and the median of each is reported, so that on a shared
+machine they all see the same load. The 1-minute load average is recorded before and after each
+such block and printed beside its figures. OMP_WAIT_POLICY=PASSIVE, as the training CLI sets it
+(override it in the environment to measure another policy).
+
+Goal (issue 12): the twins no slower than torchvision's C++ kernels (ratio twin / C++ <= 1.0) at
+512 and 2000 RoIs, 7 x 7 and 14 x 14, forward and forward+backward.
+
+Busy columns (skip with --no-busy): the twin and C++ are timed again while a second process runs
+a 2-thread torch job beside them (a loop of 512 x 512 float32 matmuls, torch.set_num_threads(2)),
+started before the block and killed after it. Busy / idle is the slowdown; the goal is that no
+twin collapses (more than ~3x) when the cores are shared.
 
 Peak memory of the twin: torch's CPU allocations are invisible to tracemalloc, and the peak RSS
 (ru_maxrss) also counts shared-library code paged in on first use, so each configuration runs
@@ -18,58 +32,74 @@ the process's anonymous resident memory (`RssAnon` in /proc/self/status) every m
 report the peak minus the value before the call. It includes the output (K x 256 x h x w floats:
 400 MB for 2000 RoIs at 14 x 14) and the features' gradient (41 MB).
 
-Optional compiled peer: if a separate virtual environment with torchvision exists at
-/work/.bench-venv-tv (outside the repository; never a dependency), torchvision.ops.roi_align and
-roi_pool are timed on the same inputs in a subprocess and reported beside ours.
+Compiled peer (optional, never a dependency): torchvision.ops.roi_align and roi_pool run in a
+child process of another Python that has torchvision, on the same saved inputs, in the same
+rounds. Which Python: --peer-python PATH, else $MRCNN_EDU_PEER_PYTHON, else
+/work/.bench-venv-tv/bin/python when it exists (this machine's copy); without one the C++ rows
+and ratios are left out (--no-peer skips it on purpose). A path given explicitly that does not
+exist is an error, not a silent skip.
 """
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
+
+# Sleeping OpenMP waits, as in bench_ops.py and the training CLI: spinning threads steal the cores
+# of a shared machine. Set before torch loads; the child processes inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import torch
 
-from _report import command_line, machine_line, median_ms, write_section  # bench/ is on sys.path
+from _report import (command_line, interleaved_medians, machine_line,  # bench/ on sys.path
+                     peak_rss_growth_mb, write_section)
 
 from mrcnn_edu import ops, reference as ref
 
-PEER_PYTHON = Path("/work/.bench-venv-tv/bin/python")
+PEER_ENV_VAR = "MRCNN_EDU_PEER_PYTHON"
+FALLBACK_PEER_PYTHON = Path("/work/.bench-venv-tv/bin/python")  # this machine's torchvision venv
 QUOTED_CPP_MS = {"forward": 256.0, "forward+backward": 820.0}  # C++ RoIAlign, 512 RoIs, 7 x 7
 SCALE, RATIO = 0.25, 2
 CONFIGS = [(512, 7), (512, 14), (2000, 7), (2000, 14)]
+OPS = ("RoIAlign", "RoIPool")
+MODES = ("forward", "forward+backward")
+BUSY_SLOWDOWN_GOAL = 3.0
 
+# Runs in the peer's Python: loads the saved inputs, prints its versions, then times one call per
+# line read from stdin ("RoIAlign forward+backward 512 7") and answers with the milliseconds.
 PEER_SCRIPT = """
-import json, sys, time, statistics
+import sys, time
 import numpy as np, torch, torchvision
-torch.set_num_threads(int(sys.argv[3]))
+torch.set_num_threads(int(sys.argv[2]))
 data = np.load(sys.argv[1])
-repeat = int(sys.argv[2])
-def median_ms(fn):
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter(); fn(); times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 feats = torch.from_numpy(data["features"])
-out = {"version": f"torch {torch.__version__}, torchvision {torchvision.__version__}"}
-for key in data.files:
-    if not key.startswith("rois_"):
-        continue
-    rois, size = torch.from_numpy(data[key]), int(key.split("_")[2])
-    align = lambda f: torchvision.ops.roi_align(f, rois, size, 0.25, 2, aligned=True)
-    pool = lambda f: torchvision.ops.roi_pool(f, rois, size, 0.25)
-    def backward(op):
+rois = {int(k.split("_")[1]): torch.from_numpy(data[k]) for k in data.files if k.startswith("rois_")}
+fns = {"RoIAlign": lambda f, r, s: torchvision.ops.roi_align(f, r, s, 0.25, 2, aligned=True),
+       "RoIPool": lambda f, r, s: torchvision.ops.roi_pool(f, r, s, 0.25)}
+print(f"torch {torch.__version__}, torchvision {torchvision.__version__}", flush=True)
+for line in sys.stdin:
+    op, mode, count, size = line.split()
+    fn, r, s = fns[op], rois[int(count)], int(size)
+    start = time.perf_counter()
+    if mode == "forward":
+        fn(feats, r, s)
+    else:
         f = feats.clone().requires_grad_()
-        op(f).sum().backward()
-    out[key] = {"align_fwd": median_ms(lambda: align(feats)), "align_fwdbwd": median_ms(lambda: backward(align)),
-                "pool_fwd": median_ms(lambda: pool(feats)), "pool_fwdbwd": median_ms(lambda: backward(pool))}
-print(json.dumps(out))
+        fn(f, r, s).sum().backward()
+    print((time.perf_counter() - start) * 1e3, flush=True)
+"""
+
+# The job beside the busy measurements: 2 torch threads multiplying 512 x 512 matrices forever.
+BUSY_SCRIPT = """
+import torch
+torch.set_num_threads(2)
+a, b = torch.randn(512, 512), torch.randn(512, 512)
+a @ b
+print("ready", flush=True)
+while True:
+    a @ b
 """
 
 
@@ -100,27 +130,134 @@ def twin_ops():
             "RoIPool": lambda f, r, s: ops.roi_pool(f, r, s, SCALE)}
 
 
-def time_config(data, count, size, repeat):
-    """Rows [(op, impl, forward ms, forward+backward ms or None)] for one (RoIs, output size)."""
+# ---------------------------------------------------------------- the peer and the busy job
+
+
+def resolve_peer_python(given, no_peer):
+    """The peer interpreter: --peer-python > $MRCNN_EDU_PEER_PYTHON > the fallback, or None."""
+    if no_peer:
+        return None
+    for path, what in ((given, "--peer-python"), (os.environ.get(PEER_ENV_VAR), f"${PEER_ENV_VAR}")):
+        if path:
+            if not Path(path).exists():
+                raise SystemExit(f"bench_roi: the peer Python from {what} does not exist: {path}")
+            return Path(path)
+    return FALLBACK_PEER_PYTHON if FALLBACK_PEER_PYTHON.exists() else None
+
+
+class Peer:
+    """torchvision in another Python, as a child process that times one call per request."""
+
+    def __init__(self, python, data, tmp):
+        path = Path(tmp) / "inputs.npz"
+        np.savez(path, **data)
+        self.process = subprocess.Popen([str(python), "-c", PEER_SCRIPT, str(path),
+                                         str(torch.get_num_threads())],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.version = self.process.stdout.readline().strip()
+        if not self.version:
+            self.process.wait()
+            raise RuntimeError(f"the torchvision peer ({python}) did not start; see its error above")
+
+    def call(self, op, mode, count, size):
+        """Milliseconds the peer took for one call (timed inside the peer)."""
+        self.process.stdin.write(f"{op} {mode} {count} {size}\n")
+        self.process.stdin.flush()
+        return float(self.process.stdout.readline())
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait()
+
+
+class BusyJob:
+    """A 2-thread torch matmul loop in a child process, for the duration of a `with` block."""
+
+    def __enter__(self):
+        self.process = subprocess.Popen([sys.executable, "-c", BUSY_SCRIPT], stdout=subprocess.PIPE,
+                                        text=True)
+        assert self.process.stdout.readline().strip() == "ready"
+        return self
+
+    def __exit__(self, *exc):
+        self.process.kill()
+        self.process.wait()
+
+
+# ---------------------------------------------------------------- timing
+
+
+def calls_for(data, op, mode, count, size, peer, with_reference):
+    """{implementation: zero-argument call} for one (op, mode, RoIs, output size)."""
     feats, rois = data["features"], data[f"rois_{count}"]
     t_feats, t_rois = torch.from_numpy(feats), torch.from_numpy(rois)
-    grad = np.ones((count, 256, size, size), np.float32)
-    reps = max(3, repeat // (2 if count > 512 else 1))
-    align_ref = lambda: ref.roi_align(feats, rois, size, SCALE, RATIO, True)  # noqa: E731
-    align_ref_bwd = lambda: (align_ref(), ref.roi_align_backward(grad, rois, feats.shape, SCALE, RATIO, True))  # noqa: E731
+    twin = twin_ops()[op]
+    calls = {}
+    if with_reference and op == "RoIAlign":
+        forward = lambda: ref.roi_align(feats, rois, size, SCALE, RATIO, True)  # noqa: E731
+        if mode == "forward":
+            calls["reference (numba)"] = forward
+        else:
+            grad = np.ones((count, 256, size, size), np.float32)
+            calls["reference (numba)"] = lambda: (forward(), ref.roi_align_backward(
+                grad, rois, feats.shape, SCALE, RATIO, True))
+    elif with_reference and mode == "forward":  # the reference has no RoIPool backward
+        calls["reference (numba)"] = lambda: ref.roi_pool(feats, rois, size, SCALE)
+    if mode == "forward":
+        calls["twin (torch)"] = lambda: twin(t_feats, t_rois, size)
+    else:
+        calls["twin (torch)"] = lambda: twin_forward_backward(twin, t_feats, t_rois, size)
+    if peer is not None:
+        calls["torchvision (C++)"] = lambda: peer.call(op, mode, count, size)
+    return calls
+
+
+def check_twins(data, count, size):
+    """Compare the twins with the reference before they are timed: RoIAlign must agree; for
+    RoIPool returns the number of outputs that differ (0 when they agree), which the page shows."""
+    feats, rois = data["features"], data[f"rois_{count}"]
+    t_feats, t_rois = torch.from_numpy(feats), torch.from_numpy(rois)
     twin = twin_ops()
-    assert np.allclose(align_ref(), twin["RoIAlign"](t_feats, t_rois, size).numpy(), atol=1e-4)
-    rows = [("RoIAlign", "reference (numba)", median_ms(align_ref, reps), median_ms(align_ref_bwd, reps))]
-    rows.append(("RoIAlign", "twin (torch)", median_ms(lambda: twin["RoIAlign"](t_feats, t_rois, size), reps),
-                 median_ms(lambda: twin_forward_backward(twin["RoIAlign"], t_feats, t_rois, size), reps)))
-    pool_reps = 1 if count > 512 else 3  # the twin's RoIPool is slow on the CPU: fewer runs
-    rows.append(("RoIPool", "reference (numba)",
-                 median_ms(lambda: ref.roi_pool(feats, rois, size, SCALE), reps), None))
-    rows.append(("RoIPool", "twin (torch)",
-                 median_ms(lambda: twin["RoIPool"](t_feats, t_rois, size), pool_reps, warmup=0),
-                 median_ms(lambda: twin_forward_backward(twin["RoIPool"], t_feats, t_rois, size),
-                           pool_reps, warmup=0)))
-    return rows
+    assert np.allclose(ref.roi_align(feats, rois, size, SCALE, RATIO, True),
+                       twin["RoIAlign"](t_feats, t_rois, size).numpy(), atol=1e-4)
+    differ = ~np.isclose(ref.roi_pool(feats, rois, size, SCALE),
+                         twin["RoIPool"](t_feats, t_rois, size).numpy(), atol=1e-5)
+    return int(differ.sum())
+
+
+def time_block(data, op, count, size, repeat, peer, with_reference):
+    """({(implementation, mode): ms}, (load before, load after)) for one (op, RoIs, size)."""
+    load_before, ms = os.getloadavg()[0], {}
+    for mode in MODES:
+        medians = interleaved_medians(calls_for(data, op, mode, count, size, peer, with_reference),
+                                      repeat)
+        ms.update({(impl, mode): value for impl, value in medians.items()})
+    return ms, (load_before, os.getloadavg()[0])
+
+
+def reps_for(count, repeat):
+    return max(3, repeat // 2) if count > 512 else repeat
+
+
+def time_all(data, configs, repeat, peer, busy):
+    """{(op, count, size): {"idle": ms, "idle_load": loads, "busy": ms, "busy_load": loads}}."""
+    results = {}
+    for count, size in configs:
+        pool_differ = check_twins(data, count, size)
+        for op in OPS:
+            ms, loads = time_block(data, op, count, size, reps_for(count, repeat), peer, True)
+            results[op, count, size] = {"idle": ms, "idle_load": loads}
+        results["RoIPool", count, size]["differ"] = pool_differ
+    if busy:
+        with BusyJob():
+            for count, size in configs:
+                for op in OPS:
+                    ms, loads = time_block(data, op, count, size, max(3, repeat // 2), peer, False)
+                    results[op, count, size].update(busy=ms, busy_load=loads)
+    return results
+
+
+# ---------------------------------------------------------------- peak memory
 
 
 def peak_memory_mb(op, count, size):
@@ -133,114 +270,150 @@ def peak_memory_mb(op, count, size):
     return float(run.stdout.strip().splitlines()[-1])
 
 
-def anonymous_rss_mb():
-    """The process's resident anonymous memory (heap, not shared-library code) in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no RssAnon in /proc/self/status (Linux only)")
-
-
 def measure_memory(op, count, size):
     """Child process: print the peak growth (MB) of anonymous RSS over one twin forward+backward,
     sampled every millisecond by a thread (torch releases the GIL inside its kernels)."""
     data = make_inputs()
     feats, rois = torch.from_numpy(data["features"]), torch.from_numpy(data[f"rois_{count}"])
     twin_forward_backward(twin_ops()[op], feats[..., :8, :8], rois[:4], size)  # warm up, tiny
-    baseline, peak, done = anonymous_rss_mb(), [0.0], threading.Event()
-
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], anonymous_rss_mb())
-            time.sleep(0.001)
-
-    watcher = threading.Thread(target=sample)
-    watcher.start()
-    twin_forward_backward(twin_ops()[op], feats, rois, size)
-    done.set()
-    watcher.join()
-    print(max(peak[0], anonymous_rss_mb()) - baseline)
+    print(peak_rss_growth_mb(lambda: twin_forward_backward(twin_ops()[op], feats, rois, size)))
 
 
-def time_peer(data, repeat):
-    """torchvision's compiled ops in the separate venv, or None when it is not there or fails."""
-    if not PEER_PYTHON.exists():
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "inputs.npz"
-        arrays = {"features": data["features"]}
-        for count, size in CONFIGS:
-            arrays[f"rois_{count}_{size}"] = data[f"rois_{count}"]
-        np.savez(path, **arrays)
-        run = subprocess.run([str(PEER_PYTHON), "-c", PEER_SCRIPT, str(path), str(max(3, repeat // 2)),
-                              str(torch.get_num_threads())], capture_output=True, text=True)
-    if run.returncode != 0:
-        print("torchvision peer failed:\n" + run.stderr[-2000:], file=sys.stderr)
-        return None
-    return json.loads(run.stdout.strip().splitlines()[-1])
+# ---------------------------------------------------------------- the page
 
 
-def to_markdown(results, memory, peer, loads):
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def fmt(value, digits=0, suffix=""):
+    return "" if value is None else f"{value:.{digits}f}{suffix}"
+
+
+def fmt_load(loads):
+    return "" if loads is None else f"{loads[0]:.1f} → {loads[1]:.1f}"
+
+
+def to_markdown(results, memory, peer, busy, loads):
     lines = ["## RoIAlign and RoIPool (lesson 06)", "",
              f"Command: `{command_line()}`  ", f"Machine: {machine_line()}  ",
-             "Median wall time in ms after one warm-up run; features (1, 256, 200, 200) float32, "
-             "spatial_scale 1/4, RoI sides log-uniform in [16, 512] px, sampling_ratio 2, "
-             "aligned=True; CPU.  ",
+             "Median wall time in ms after one warm-up round, implementations interleaved; features "
+             "(1, 256, 200, 200) float32, spatial_scale 1/4, RoI sides log-uniform in [16, 512] px, "
+             f"sampling_ratio 2, aligned=True; CPU; OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}.  ",
+             "twin / C++: the twin's time over torchvision's, forward / forward+backward "
+             "(goal <= 1.0).  ",
+             "load: 1-minute load average before → after the block of rows of that op and size.  ",
+             ("busy: the same calls while a 2-thread torch matmul loop runs in another process; "
+              "busy / idle is the slowdown, forward / forward+backward (goal: no twin above "
+              f"{BUSY_SLOWDOWN_GOAL:.0f}x).  " if busy else "busy: not measured (--no-busy).  "),
              "Twin peak MB: peak growth of anonymous RSS (sampled every ms) over one "
              "forward+backward in a fresh process; includes the output and the features' gradient.  ",
-             f"Load average (1 min) at start / end: {loads[0]:.1f} / {loads[1]:.1f}", ""]
-    header = "| op | RoIs | output | implementation | forward | forward+backward | twin peak MB |"
+             f"Load average (1 min) at start / end of the whole run: {loads[0]:.1f} / {loads[1]:.1f}",
+             ""]
+    header = ("| op | RoIs | output | implementation | forward | forward+backward | twin / C++ | load "
+              "| busy forward | busy forward+backward | busy / idle | busy load | twin peak MB |")
     lines += [header, "|" + "---|" * (header.count("|") - 1)]
-    for (count, size), rows in results.items():
-        for op, impl, fwd, fwdbwd in rows:
-            mem = f"{memory[op, count, size]:.0f}" if impl.startswith("twin") else ""
-            both = f"{fwdbwd:.0f}" if fwdbwd is not None else "n/a"
-            lines.append(f"| {op} | {count} | {size} x {size} | {impl} | {fwd:.0f} | {both} | {mem} |")
-        if peer:
-            p = peer[f"rois_{count}_{size}"]
-            for op, key in (("RoIAlign", "align"), ("RoIPool", "pool")):
-                lines.append(f"| {op} | {count} | {size} x {size} | torchvision (C++) | "
-                             f"{p[key + '_fwd']:.0f} | {p[key + '_fwdbwd']:.0f} | |")
-    lines += ["", verdict(results, peer)]
+    for (op, count, size), r in results.items():
+        idle, hot = r["idle"], r.get("busy", {})
+        for impl in ("reference (numba)", "twin (torch)", "torchvision (C++)"):
+            fwd, both = idle.get((impl, "forward")), idle.get((impl, "forward+backward"))
+            if fwd is None:
+                continue
+            cells = [op, str(count), f"{size} x {size}", impl, fmt(fwd), fmt(both) or "n/a"]
+            cpp = [idle.get(("torchvision (C++)", m)) for m in MODES]
+            is_twin = impl.startswith("twin")
+            cells.append(f"{fmt(ratio(fwd, cpp[0]), 2)} / {fmt(ratio(both, cpp[1]), 2)}"
+                         if is_twin and cpp[0] else "")
+            cells.append(fmt_load(r["idle_load"]))
+            bf, bb = hot.get((impl, "forward")), hot.get((impl, "forward+backward"))
+            cells += [fmt(bf), fmt(bb),
+                      f"{fmt(ratio(bf, fwd), 1, 'x')} / {fmt(ratio(bb, both), 1, 'x')}" if bf else "",
+                      fmt_load(r.get("busy_load")) if bf else ""]
+            cells.append(fmt(memory.get((op, count, size))) if is_twin else "")
+            lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", verdict(results, peer, busy)]
+    differ = [f"{count} x {size}²: {r['differ']} of {count * 256 * size * size}"
+              for (op, count, size), r in results.items() if r.get("differ")]
+    if differ:
+        lines += ["", "RoIPool: the twin and the numba reference disagree at some outputs ("
+                  + "; ".join(differ) + "); timed anyway (both promise torchvision's kernel exactly)."]
     if peer:
-        lines += ["", f"torchvision peer: {peer['version']}, from a separate virtual environment "
+        lines += ["", f"torchvision peer: {peer.version}, from a separate virtual environment "
                       "outside the repository (not a dependency)."]
     return "\n".join(lines)
 
 
-def verdict(results, peer):
-    """The target: the numba RoIAlign no slower than compiled C++ at 512 RoIs, 7 x 7."""
-    rows = {impl: (fwd, both) for op, impl, fwd, both in results[512, 7] if op == "RoIAlign"}
-    fwd, both = rows["reference (numba)"]
+def verdict(results, peer, busy):
+    """The goals: twins <= C++ at every size; no twin collapses when busy; numba <= C++."""
+    parts = []
     if peer:
-        cpp = {"forward": peer["rois_512_7"]["align_fwd"], "forward+backward": peer["rois_512_7"]["align_fwdbwd"]}
-        source = "measured above"
+        for op in OPS:
+            misses, worst = [], 0.0
+            for (o, count, size), r in results.items():
+                if o != op:
+                    continue
+                for mode in MODES:
+                    q = ratio(r["idle"][("twin (torch)", mode)], r["idle"][("torchvision (C++)", mode)])
+                    worst = max(worst, q)
+                    if q > 1.0:
+                        misses.append(f"{count} x {size}² {mode} {q:.2f}")
+            n = len(MODES) * sum(o == op for o, _, _ in results)
+            parts.append(f"{op} twin vs C++ (goal <= 1.0 at every size, forward and forward+backward): "
+                         + (f"meets at all {n}; worst {worst:.2f}." if not misses else
+                            f"misses {len(misses)} of {n} ({'; '.join(misses)})."))
     else:
-        cpp, source = QUOTED_CPP_MS, "quoted for this machine"
-    return (f"RoIAlign, 512 RoIs, 7 x 7: C++ {cpp['forward']:.0f} ms forward, "
-            f"{cpp['forward+backward']:.0f} ms forward+backward ({source}); numba reference "
-            f"{fwd:.0f} ms ({'meets' if fwd <= cpp['forward'] else 'misses'} <= C++) and "
-            f"{both:.0f} ms ({'meets' if both <= cpp['forward+backward'] else 'misses'} <= C++).")
+        parts.append("twin vs C++: no torchvision peer, not measured.")
+    if busy:
+        worst = max(((ratio(r["busy"][("twin (torch)", m)], r["idle"][("twin (torch)", m)]), o, c, s, m)
+                     for (o, c, s), r in results.items() for m in MODES), key=lambda t: t[0])
+        q, o, c, s, m = worst
+        parts.append(f"Twins with the busy job beside them: worst slowdown {q:.1f}x ({o}, {c} RoIs, "
+                     f"{s} x {s}, {m}): {'meets' if q <= BUSY_SLOWDOWN_GOAL else 'misses'} "
+                     f"<= {BUSY_SLOWDOWN_GOAL:.0f}x.")
+    if ("RoIAlign", 512, 7) in results:
+        idle = results["RoIAlign", 512, 7]["idle"]
+        fwd, both = idle[("reference (numba)", "forward")], idle[("reference (numba)", "forward+backward")]
+        if peer:
+            cpp = {m: idle[("torchvision (C++)", m)] for m in MODES}
+            source = "measured above"
+        else:
+            cpp, source = QUOTED_CPP_MS, "quoted for this machine"
+        parts.append(f"RoIAlign, 512 RoIs, 7 x 7: C++ {cpp['forward']:.0f} ms forward, "
+                     f"{cpp['forward+backward']:.0f} ms forward+backward ({source}); numba reference "
+                     f"{fwd:.0f} ms ({'meets' if fwd <= cpp['forward'] else 'misses'} <= C++) and "
+                     f"{both:.0f} ms ({'meets' if both <= cpp['forward+backward'] else 'misses'} <= C++).")
+    return "  \n".join(parts)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=5, help="timed runs per op (median reported)")
+    parser.add_argument("--repeat", type=int, default=5, help="timed rounds per block (median reported)")
     parser.add_argument("--quick", action="store_true", help="only 512 RoIs at 7 x 7; no page update")
+    parser.add_argument("--no-busy", action="store_true", help="skip the busy columns")
+    parser.add_argument("--peer-python", help="a Python with torchvision (default: "
+                        f"${PEER_ENV_VAR}, else {FALLBACK_PEER_PYTHON} when it exists)")
+    parser.add_argument("--no-peer", action="store_true", help="skip torchvision even if found")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md")
     parser.add_argument("--memory", nargs=3, metavar=("OP", "ROIS", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory:
         measure_memory(args.memory[0], int(args.memory[1]), int(args.memory[2]))
         return
     configs = CONFIGS[:1] if args.quick else CONFIGS
+    peer_python = resolve_peer_python(args.peer_python, args.no_peer)
     data = make_inputs()
     load_start = os.getloadavg()[0]
-    results = {(count, size): time_config(data, count, size, args.repeat) for count, size in configs}
+    with tempfile.TemporaryDirectory() as tmp:
+        peer = Peer(peer_python, data, tmp) if peer_python else None
+        try:
+            results = time_all(data, configs, args.repeat, peer, not args.no_busy)
+        finally:
+            if peer is not None:
+                peer.close()
     memory = {(op, count, size): peak_memory_mb(op, count, size)
-              for count, size in configs for op in ("RoIAlign", "RoIPool")}
-    peer = None if args.quick else time_peer(data, args.repeat)
-    markdown = to_markdown(results, memory, peer, (load_start, os.getloadavg()[0]))
-    if not args.quick:
+              for count, size in configs for op in OPS}
+    markdown = to_markdown(results, memory, peer, not args.no_busy, (load_start, os.getloadavg()[0]))
+    if not (args.quick or args.no_write):
         write_section("ops_roi", markdown)
     print(markdown)
 

@@ -1,6 +1,7 @@
 """The command line: `python -m mrcnn_edu train|evaluate|predict` (also the `mrcnn-edu` script).
 
-    python -m mrcnn_edu train --preset tiny --data data/shapes --output runs/shapes --max-iters 300
+    python -m mrcnn_edu train --preset shapes --output runs/shapes   # writes data/shapes if missing
+    python -m mrcnn_edu train --preset tiny --data data/shapes --output runs/tiny --max-iters 300
     python -m mrcnn_edu train --output runs/shapes --resume          # continue a killed run
     torchrun --nproc_per_node 2 -m mrcnn_edu train ...               # several processes / GPUs
     python -m mrcnn_edu evaluate runs/shapes/checkpoint.pt --split val -o results.json
@@ -17,17 +18,18 @@ import argparse
 import dataclasses
 import difflib
 import json
-import os
 import sys
 
-# OpenMP threads that spin while they wait steal the cores of a busy machine (torch's small
-# parallel ops then wait for threads that are not running); sleeping waits cost nothing
-# measurable on an idle one. Must be set before torch loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from mrcnn_edu.engine.cpu import set_wait_policy
+
+# OpenMP threads spin between ops on an idle machine and sleep on a busy one (engine/cpu.py).
+# Must be set before torch loads.
+set_wait_policy()
 
 from mrcnn_edu.config import Config, preset
 from mrcnn_edu.config_checks import coerce_field
 from mrcnn_edu.data import resolve_data_root
+from mrcnn_edu.data.shapes import ensure_shapes_dataset
 from mrcnn_edu.engine.evaluate import evaluate_checkpoint, format_metrics
 from mrcnn_edu.engine.predict import predict
 from mrcnn_edu.engine.train import NonFiniteLossError, auto_device, train
@@ -38,6 +40,7 @@ class UsageError(ValueError):
     """A bad command line: the message names the option or field."""
 
 
+SHAPES_DATA = "data/shapes"  # the shapes preset's data folder when --data is not given (cwd)
 DERIVED_FIELDS = {"num_classes": "it is the number of kept categories: choose them with "
                                   "--categories"}
 
@@ -133,10 +136,21 @@ def build_config(args):
 
 def run_train(args):
     config = build_config(args)
-    data_root = resolve_data_root(args.data)
+    data_root = train_data_root(args, config)
     # One path per option: --output and --max-iters reach the trainer through the config only.
     train(config, data_root, config.output_dir, resume=args.resume, device=args.device,
           progress=not args.no_progress, evaluate_after=not args.no_eval)
+
+
+def train_data_root(args, config):
+    """The data folder to train on. The shapes preset makes its own: --data (default
+    data/shapes under the current folder) gets the synthetic dataset when it lacks it
+    (MRCNN_EDU_DATA, which names real data, is not read). Other presets: resolve_data_root."""
+    if args.preset != "shapes":
+        return resolve_data_root(args.data)
+    root = ensure_shapes_dataset(args.data or SHAPES_DATA, config.train_split, config.val_split,
+                                 log=lambda line: print(line, flush=True))
+    return root.resolve()
 
 
 def run_evaluate(args):
@@ -160,7 +174,9 @@ def make_parser():
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model; writes runs/<name>/")
-    t.add_argument("--preset", default="tiny", help="tiny (2-core CPU) or r50_fpn (GPU)")
+    t.add_argument("--preset", default="tiny", help="tiny (2-core CPU), subset (make train), "
+                   "shapes (synthetic shapes, written to --data or data/shapes when missing) "
+                   "or r50_fpn (GPU)")
     t.add_argument("--data", help="COCO-layout data folder (default: resolve_data_root())")
     t.add_argument("--output", help="run folder (default: the preset's output_dir)")
     t.add_argument("--max-iters", type=int, help="train up to this iteration (Config.max_iters)")

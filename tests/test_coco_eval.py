@@ -5,6 +5,7 @@ ours == twin), and the real val2017 subset with simulated detections, bbox and s
 """
 import json
 
+import numba
 import numpy as np
 import pytest
 import torch
@@ -233,6 +234,14 @@ def test_masks_of_a_random_scene_agree_with_pycocotools_and_twin():
 
 # ---------------------------------------------------------------- the real val2017 subset
 
+# Under NUMBA_DISABLE_JIT=1 these two add nothing: the matching kernel's every path already ran
+# as Python above (against pycocotools), and pycocotools and the twin, most of their time, do
+# not change with it.
+real_subset_with_jit = pytest.mark.skipif(
+    numba.config.DISABLE_JIT, reason="the kernel's paths run as Python in the tests above")
+
+
+@real_subset_with_jit
 def test_val_subset_bbox_agrees_with_pycocotools_and_twin(val_gt):
     results = simulate_detections(val_gt, generator=0, with_masks=False)
     ours = ref.coco_evaluate(val_gt, results, "bbox")
@@ -241,6 +250,7 @@ def test_val_subset_bbox_agrees_with_pycocotools_and_twin(val_gt):
     assert_same_stats(twin.coco_evaluate(val_gt, results, "bbox"), ours, 1e-6)
 
 
+@real_subset_with_jit
 def test_val_subset_segm_agrees_with_pycocotools_and_twin(val_gt):
     image_ids = sorted(img["id"] for img in val_gt["images"])[::4]  # every 4th image keeps it fast
     results = simulate_detections(val_gt, generator=1, image_ids=image_ids)

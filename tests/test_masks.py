@@ -1,6 +1,7 @@
 """Tests for lesson 07: mask_targets, paste_masks (reference and twin)."""
 import importlib
 
+import numba
 import numpy as np
 import pytest
 import torch
@@ -119,6 +120,7 @@ def test_paste_twin_in_chunks(monkeypatch):
 
 # --- end to end: the real subset's masks survive 28 x 28 --------------------------------------
 
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="twins only: no numba kernel to run as Python")
 def test_real_masks_round_trip_through_targets_and_paste():
     from mrcnn_edu.data import CocoDataset, resolve_data_root
     ds = CocoDataset(resolve_data_root(), "train2017")

@@ -1,6 +1,7 @@
 """Tests for lesson 06: roi_align, roi_align_backward, multiscale_roi_align (reference and twin)."""
 import importlib
 
+import numba
 import numpy as np
 import pytest
 import torch
@@ -9,6 +10,10 @@ from hypothesis import given, settings, strategies as st
 from mrcnn_edu import ops, reference as ref
 
 RATIOS = [-1, 0, 1, 2, 3]
+# Under NUMBA_DISABLE_JIT=1 (`make test`'s first step) the kernels run as plain Python: tests that
+# call only the torch twins are skipped there, and the real-mask tests take fewer images.
+TWINS_ONLY = pytest.mark.skipif(numba.config.DISABLE_JIT, reason="twins only: no numba kernel")
+IMAGES = 2 if numba.config.DISABLE_JIT else 4
 
 
 def random_rois(rng, k, batch, extent=120.0):
@@ -176,6 +181,44 @@ def test_twin_gradient_matches_reference_backward(ratio):
     np.testing.assert_allclose(f.grad.numpy(), expected, atol=1e-12)
 
 
+@pytest.mark.parametrize("ratio,aligned", [(-1, True), (2, True), (0, False), (3, False)])
+def test_backward_twin_matches_reference_and_autograd(ratio, aligned):
+    rng = np.random.default_rng(7)
+    feats = rng.normal(size=(2, 3, 9, 8))
+    rois = random_rois(rng, 30, 2, extent=9 * 4.0)
+    grad = rng.normal(size=(30, 3, 4, 3))
+    expected = ref.roi_align_backward(grad, rois, feats.shape, 0.25, ratio, aligned)
+    got = ops.roi_align_backward(torch.tensor(grad), torch.tensor(rois), feats.shape, 0.25,
+                                 ratio, aligned)
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-12)
+    f = torch.tensor(feats, requires_grad=True)
+    ops.roi_align(f, torch.tensor(rois), (4, 3), 0.25, ratio, aligned).backward(torch.tensor(grad))
+    np.testing.assert_allclose(f.grad.numpy(), expected, atol=1e-12)
+
+
+@TWINS_ONLY
+@pytest.mark.parametrize("ratio", [-1, 2])
+def test_sample_bags_are_roi_align(ratio):
+    """Summing each bag's weighted rows by hand gives roi_align's output, bin by bin; a bag's
+    weights sum to the share of its samples that fell on the map (1 inside it)."""
+    rng = np.random.default_rng(8)
+    feats = torch.tensor(rng.normal(size=(2, 3, 10, 12)))
+    rois = torch.tensor(random_rois(rng, 20, 2, extent=40.0))
+    expected = ops.roi_align(feats, rois, (2, 3), 0.25, ratio)  # (K, C, 2, 3)
+    rows = feats.permute(0, 2, 3, 1).reshape(-1, 3)  # (N * H * W, C)
+    twin = importlib.import_module("mrcnn_edu.ops.roi_align")  # the module, not the function
+    seen = torch.zeros(len(rois), dtype=torch.bool)
+    for members, index, weight in twin.sample_bags(rois, (2, 3), (10, 12), 0.25, ratio):
+        by_hand = (rows[index] * weight[..., None]).sum(3)  # (G, 2, 3, C)
+        torch.testing.assert_close(by_hand.permute(0, 3, 1, 2), expected[members])
+        assert (weight.sum(3) <= 1 + 1e-12).all() and (weight >= 0).all()
+        seen[members] = True
+    inside = (rois[:, 1:] >= 0).all(1) & (rois[:, 3] <= 48) & (rois[:, 4] <= 40)
+    assert (expected[~seen] == 0).all()  # RoIs in no bag have no samples
+    assert seen[inside & (rois[:, 3] > rois[:, 1]) & (rois[:, 4] > rois[:, 2])].all()
+
+
+@TWINS_ONLY
 @pytest.mark.parametrize("aligned", [True, False])
 def test_gradcheck(aligned):
     rng = np.random.default_rng(4)
@@ -207,7 +250,7 @@ def test_real_masks_roundtrip_through_roi_align():
     from mrcnn_edu.data import CocoDataset, resolve_data_root
     ds = CocoDataset(resolve_data_root(), "val2017")
     ious = []
-    for i in range(4):
+    for i in range(IMAGES):
         target = ds.load_target(i)
         masks, boxes = target["masks"].numpy(), target["boxes"].numpy().astype(np.float64)
         small = ref.mask_targets(masks, np.arange(len(masks)), boxes, 28)

@@ -36,6 +36,7 @@ import torch
 
 from mrcnn_edu import ops, reference as ref, viz
 from mrcnn_edu.data import CocoDataset, resolve_data_root
+from mrcnn_edu.ops.roi_align import sample_bags
 from mrcnn_edu.reference.roi_align import roi_axis_samples, roi_geometry
 from mrcnn_edu.reference.roi_pool import round_half_away
 
@@ -148,6 +149,27 @@ print("roi_align:", ref.roi_align(grid[None, None], one, 1, 1.0, sampling_ratio=
 print("twin:     ", ops.roi_align(torch.tensor(grid[None, None]), torch.tensor(one), 1, 1.0, 1)[0, 0, 0, 0].item().__round__(3))
 
 # %% [markdown]
+# The twin in `mrcnn_edu/ops/roi_align.py` has no loop. It lays the map out as rows, one per
+# cell (cell (y, x) of image n is row n * H * W + y * W + x, holding that cell's C channels),
+# and turns every output bin into a *bag* of (row, weight) pairs: each sample's four neighbours
+# with their bilinear weights, divided by the number of samples in the bin. `sample_bags`
+# builds the bags of every RoI at once. The bag of our one bin:
+
+# %%
+members, index, weight = sample_bags(torch.tensor(one), 1, (5, 5), 1.0, sampling_ratio=1)[0]
+rows_of_bag = index[0, 0, 0].tolist()
+print("rows:   ", rows_of_bag, "= cells (y, x)", [divmod(r, 5) for r in rows_of_bag])
+print("weights:", weight[0, 0, 0].numpy().round(2))
+
+# %% [markdown]
+# The bin is `sum(weight * rows[index])` over its bag. That is exactly what
+# `torch.nn.functional.embedding_bag(index, rows, mode="sum", per_sample_weights=weight)`
+# computes: one compiled call for every bin of every RoI, which never copies the gathered rows,
+# and whose backward hands each bin's gradient to the rows of its bag with the same weights
+# (section 4). The same idea serves RoIPool: its bag is the bin's cells, and
+# `mode="max"` takes their maximum.
+
+# %% [markdown]
 # The kernel computes every sample's two neighbours per axis, with torchvision's edge rules:
 # samples beyond [-1, H] count as 0, negative coordinates are clamped to 0, and past the last
 # cell centre the last cell is used alone.
@@ -179,7 +201,8 @@ print("aligned=False:", ref.roi_align(ramp, box8, 1, 1.0, 8, aligned=False)[0, 0
 #
 # Backward through a sample hands its gradient to the same four cells, with the same weights:
 # 0.28, 0.42, 0.12, 0.18. `roi_align_backward` is the numba loop; the twin gets its gradient from
-# autograd (its gather's backward is a scatter-add). They agree:
+# autograd, through `embedding_bag`'s backward (its own `roi_align_backward` adds each bag's
+# weighted gradient into its rows with `index_add_`). They agree:
 
 # %%
 grad_ref = ref.roi_align_backward(np.ones((1, 1, 1, 1)), one, (1, 1, 5, 5), 1.0, sampling_ratio=1)

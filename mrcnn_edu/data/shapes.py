@@ -32,7 +32,12 @@ computed by pycocotools from the stored segmentation, so they agree with the dec
 
 The same arguments give byte-identical files: only integer and IEEE-exact float arithmetic
 (+, -, *, /, sqrt) is used, PNGs are written by PIL with fixed settings and no metadata, JSON
-with sorted keys.
+with sorted keys. The first n images of a split do not depend on how many follow, so a train
+split of 64 images is the first 64 of one of 1024.
+
+The `shapes` training preset (`python -m mrcnn_edu train --preset shapes`) reads its data from
+`ensure_shapes_dataset(root, train_split, val_split)`, which writes PRESET_SPLIT_SIZES images
+with seed PRESET_DATA_SEED there when a split is missing and otherwise leaves the folder alone.
 """
 import json
 import zlib
@@ -47,6 +52,9 @@ CATEGORIES = ({"id": 1, "name": "square", "supercategory": "shape"},
               {"id": 3, "name": "triangle", "supercategory": "shape"})
 MAX_TRIES = 50  # placements tried per shape before it is left out
 PNG_SETTINGS = {"format": "PNG", "compress_level": 6, "optimize": False}
+# The `shapes` preset's data: training images, and validation images the model never sees.
+PRESET_SPLIT_SIZES = {"train": 256, "val": 200}
+PRESET_DATA_SEED = 0  # the data's seed; the preset's Config.seed seeds the training
 
 
 def make_shapes_dataset(root, num_images=64, seed=0, image_size=(128, 128), splits=None,
@@ -103,6 +111,28 @@ def make_shapes_dataset(root, num_images=64, seed=0, image_size=(128, 128), spli
                 "images": images, "annotations": annotations, "categories": list(CATEGORIES)}
         text = json.dumps(coco, sort_keys=True, separators=(",", ":"))
         (root / "annotations" / f"instances_{split}.json").write_text(text, encoding="utf-8")
+    return root
+
+
+def ensure_shapes_dataset(root, train_split="train2017", val_split="val2017",
+                          sizes=None, seed=PRESET_DATA_SEED, log=None):
+    """The data folder of the `shapes` preset: `root` as a Path, the dataset written there first
+    when the annotation file of either split is missing (default sizes PRESET_SPLIT_SIZES,
+    {"train": n, "val": n}; 128 x 128 images; the other settings are make_shapes_dataset's).
+
+    A split's JSON is written after its images, so a folder with both JSON files is complete;
+    an interrupted one is written again (same files, same bytes). log: called with one line
+    before generating (e.g. print), or None.
+    """
+    root = Path(root)
+    sizes = {**PRESET_SPLIT_SIZES, **(sizes or {})}
+    splits = {train_split: sizes["train"], val_split: sizes["val"]}
+    missing = [s for s in splits if not (root / "annotations" / f"instances_{s}.json").is_file()]
+    if missing:
+        if log is not None:
+            log(f"writing the shapes dataset to {root} (seed {seed}: "
+                + ", ".join(f"{n} {s} images" for s, n in splits.items()) + ")")
+        make_shapes_dataset(root, seed=seed, splits=splits)
     return root
 
 

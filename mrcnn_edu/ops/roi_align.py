@@ -1,20 +1,24 @@
 """Lesson 06: torch twin of `mrcnn_edu.reference.roi_align` (RoIAlign, multi-scale RoIAlign).
 
 Shape legend: N images, C channels, H x W feature map, K RoIs, h x w output bins,
-gh x gw samples per bin, S samples in a chunk. RoIs are (K, 5) [batch_index, x1, y1, x2, y2].
+gh x gw samples per bin, G RoIs in a group, L = 4 gh gw (row, weight) pairs in a bin's bag.
+RoIs are (K, 5) [batch_index, x1, y1, x2, y2].
 
-Vectorised, no loop over RoIs: RoIs are grouped by their sample counts (gh, gw) -- one group when
-sampling_ratio > 0 -- and each group is cut into chunks of bounded size. A chunk computes every
-sample's four neighbours and weights at once, gathers the neighbours' C-vectors from the map laid
-out as (N * H * W, C) rows with `index_select`, and averages. The backward pass runs the same
-chunks and hands each sample's gradient to its four cells with `index_add_` into one buffer
-(a small `torch.autograd.Function`), so memory stays at the output plus a few chunks.
+Every output bin is a weighted sum of map cells: each of its gh x gw bilinear samples reads four
+cells, with the bilinear weights divided by gh * gw. So a bin is a *bag* of (row, weight) pairs
+over the map laid out as (N * H * W, C) rows, and RoIAlign is
+`torch.nn.functional.embedding_bag(..., mode="sum", per_sample_weights=...)`: a compiled
+gather-and-sum that never materialises the gathered rows, whose backward (compiled too) hands
+each bin's gradient back to its cells with the same weights. `sample_bags` builds the bags --
+all of RoIAlign's geometry -- with no loop over RoIs: one group when sampling_ratio > 0, one
+group per (gh, gw) when sampling is adaptive (bags of one group have one size).
 """
 import torch
+import torch.nn.functional as F
 
 from .fpn_levels import assign_fpn_levels
 
-CHUNK_ELEMENTS = 1 << 24  # values gathered at once: 64 MB of float32 per temporary
+CHUNK_ELEMENTS = 1 << 22  # (row, weight) pairs in one bag table: 64 MB of int64 + float64
 
 
 def _output_hw(output_size):
@@ -50,42 +54,17 @@ def chunk_slices(count, per_item, budget=None):
     return [slice(i, min(i + step, count)) for i in range(0, count, step)]
 
 
-def axis_samples(start, bin_size, pooled, grid, limit):
-    """Sample positions along one axis for a group of RoIs sharing `grid` samples per bin.
-
-    start, bin_size (G,) -> (low, high, weight_low, weight_high), each (G, pooled, grid):
-    the two cells a sample falls between and their bilinear weights, both 0 beyond [-1, limit].
-    """
-    bins = torch.arange(pooled, dtype=start.dtype, device=start.device)  # (pooled,)
-    steps = torch.arange(grid, dtype=start.dtype, device=start.device) + 0.5  # (grid,)
-    pos = (start[:, None, None] + bins[None, :, None] * bin_size[:, None, None]
-           + steps[None, None, :] * bin_size[:, None, None] / grid)  # (G, pooled, grid)
-    inside = (pos >= -1.0) & (pos <= limit)
-    pos = pos.clamp(min=0)
-    low = pos.floor().clamp(max=limit - 1)  # past the last cell centre both neighbours are it
-    pos = torch.where(low >= limit - 1, low, pos)
-    frac = pos - low
-    high = (low + 1).clamp(max=limit - 1)
-    weight_low = (1.0 - frac) * inside
-    weight_high = frac * inside
-    return low.long(), high.long(), weight_low, weight_high
-
-
-def _sample_plan(rows_shape, batch, start_y, start_x, bin_h, bin_w, gh, gw, size):
-    """Where the samples of G RoIs sharing (gh, gw) read: index, weight (4, G, h, gh, w, gw).
-
-    index: rows of the (N * H * W, C) map read by each sample's four neighbours (low/high row x
-    low/high column); weight: their bilinear weights, 0 for samples outside the map.
-    """
-    (H, W), (h, w) = size
-    y_low, y_high, wy_low, wy_high = axis_samples(start_y, bin_h, h, gh, H)  # (G, h, gh)
-    x_low, x_high, wx_low, wx_high = axis_samples(start_x, bin_w, w, gw, W)  # (G, w, gw)
-    ys = torch.stack([y_low, y_low, y_high, y_high])[:, :, :, :, None, None]  # (4, G, h, gh, 1, 1)
-    xs = torch.stack([x_low, x_high, x_low, x_high])[:, :, None, None]  # (4, G, 1, 1, w, gw)
-    wy = torch.stack([wy_low, wy_low, wy_high, wy_high])[:, :, :, :, None, None]
-    wx = torch.stack([wx_low, wx_high, wx_low, wx_high])[:, :, None, None]
-    index = batch[:, None, None, None, None] * (H * W) + ys * W + xs  # (4, G, h, gh, w, gw)
-    return index, wy * wx
+def size_chunks(sizes, budget=None):
+    """Consecutive slices of items of `sizes` (K,) elements, each slice <= budget elements
+    (CHUNK_ELEMENTS by default); an item bigger than the budget gets a slice of its own."""
+    budget = budget or CHUNK_ELEMENTS
+    slices, start, total = [], 0, 0
+    for i, size in enumerate(sizes.tolist()):
+        if i > start and total + size > budget:
+            slices.append(slice(start, i))
+            start, total = i, 0
+        total += size
+    return slices + ([slice(start, len(sizes))] if start < len(sizes) else [])
 
 
 def _roi_geometry(rois, h, w, spatial_scale, sampling_ratio, aligned):
@@ -107,57 +86,77 @@ def _roi_geometry(rois, h, w, spatial_scale, sampling_ratio, aligned):
             "bin_h": roi_h / h, "bin_w": roi_w / w, "grid_h": grid_h, "grid_w": grid_w}
 
 
-def _chunks(geometry, per_sample):
-    """Yield (idx, gh, gw) chunks: RoIs sharing sample counts, <= CHUNK_ELEMENTS values each."""
-    grid_h, grid_w = geometry["grid_h"], geometry["grid_w"]
-    pairs = torch.stack([grid_h, grid_w], 1)  # (K, 2)
-    for gh, gw in (torch.unique(pairs, dim=0).tolist() if len(pairs) else []):  # one if ratio > 0
-        if gh == 0 or gw == 0:
+def axis_samples(start, bin_size, pooled, grid, limit):
+    """Sample positions along one axis for a group of RoIs sharing `grid` samples per bin.
+
+    start, bin_size (G,) -> (low, high, weight_low, weight_high), each (G, pooled, grid):
+    the two cells a sample falls between and their bilinear weights, both 0 beyond [-1, limit].
+    """
+    bins = torch.arange(pooled, dtype=start.dtype, device=start.device)  # (pooled,)
+    steps = torch.arange(grid, dtype=start.dtype, device=start.device) + 0.5  # (grid,)
+    pos = (start[:, None, None] + bins[None, :, None] * bin_size[:, None, None]
+           + steps[None, None, :] * bin_size[:, None, None] / grid)  # (G, pooled, grid)
+    inside = (pos >= -1.0) & (pos <= limit)
+    pos = pos.clamp(min=0)
+    low = pos.floor().clamp(max=limit - 1)  # past the last cell centre both neighbours are it
+    pos = torch.where(low >= limit - 1, low, pos)
+    frac = pos - low
+    high = (low + 1).clamp(max=limit - 1)
+    weight_low = (1.0 - frac) * inside
+    weight_high = frac * inside
+    return low.long(), high.long(), weight_low, weight_high
+
+
+def _group_bags(g, gh, gw, map_size, output_hw):
+    """The bags of G RoIs sharing (gh, gw): index, weight (G, h, w, L) with L = 4 * gh * gw.
+
+    Bag (k, py, px) lists, for each of the bin's gh x gw samples, its four neighbours (low/high
+    row x low/high column) as rows of the (N * H * W, C) map, with the bilinear weights divided
+    by gh * gw; a sample outside the map has weight 0.
+    """
+    (H, W), (h, w) = map_size, output_hw
+    y_low, y_high, wy_low, wy_high = axis_samples(g["start_y"], g["bin_h"], h, gh, H)  # (G,h,gh)
+    x_low, x_high, wx_low, wx_high = axis_samples(g["start_x"], g["bin_w"], w, gw, W)  # (G,w,gw)
+    rows = torch.stack([y_low, y_high], -1) * W  # (G, h, gh, 2) first map row of each neighbour
+    cols = torch.stack([x_low, x_high], -1)  # (G, w, gw, 2)
+    wy = torch.stack([wy_low, wy_high], -1)  # (G, h, gh, 2)
+    wx = torch.stack([wx_low, wx_high], -1) / (gh * gw)  # (G, w, gw, 2) the mean over samples
+    base = (g["batch"] * (H * W))[:, None, None, None, None, None, None]  # image's first row
+    # broadcast (G, h, 1, gh, 1, 2, 1) against (G, 1, w, 1, gw, 1, 2): (G, h, w, gh, gw, 2, 2)
+    index = base + rows[:, :, None, :, None, :, None] + cols[:, None, :, None, :, None, :]
+    weight = wy[:, :, None, :, None, :, None] * wx[:, None, :, None, :, None, :]
+    G = len(g["batch"])
+    return index.reshape(G, h, w, -1), weight.reshape(G, h, w, -1)
+
+
+def sample_bags(rois, output_size, map_size, spatial_scale, sampling_ratio=-1, aligned=True):
+    """RoIAlign as bags of (row, weight) pairs, one bag per output bin.
+
+    rois (K, 5) float; map_size (H, W). Returns a list of (members, index, weight): members (G,)
+    are RoIs sharing their sample counts (gh, gw) -- all of them, in order, when sampling_ratio
+    > 0 -- and index, weight (G, h, w, L), L = 4 * gh * gw, say that output bin (k, py, px) of
+    RoI members[k] is sum(weight[k, py, px, l] * rows[index[k, py, px, l]] for l < L) with
+    rows = features laid out as (N * H * W, C). RoIs with no samples are in no group: their bins
+    are 0. Groups are cut so that each holds at most CHUNK_ELEMENTS pairs.
+    """
+    h, w = _output_hw(output_size)
+    g = _roi_geometry(rois, h, w, spatial_scale, sampling_ratio, aligned)
+    if sampling_ratio > 0:  # one group: every RoI, in order
+        groups = [(torch.arange(len(rois), device=rois.device), sampling_ratio, sampling_ratio)]
+    else:
+        pairs = torch.stack([g["grid_h"], g["grid_w"]], 1)  # (K, 2)
+        groups = [(torch.nonzero((pairs == pairs.new_tensor(p)).all(1)).squeeze(1), *p)
+                  for p in (torch.unique(pairs, dim=0).tolist() if len(pairs) else [])]
+    bags = []
+    for members, gh, gw in groups:
+        if gh == 0 or gw == 0 or len(members) == 0:
             continue  # no samples: the bins stay 0
-        members = torch.nonzero((grid_h == gh) & (grid_w == gw)).squeeze(1)  # (G,)
-        for part in chunk_slices(len(members), 4 * gh * gw * per_sample):
-            yield members[part], gh, gw
-
-
-class _RoIAlign(torch.autograd.Function):
-    """Chunked forward and backward sharing one sampling plan. A custom Function rather than
-    autograd through the gather: autograd would keep every chunk's indices and give every chunk
-    a gradient the size of the whole map; here the backward adds into one buffer."""
-
-    @staticmethod
-    def forward(ctx, features, rois, h, w, spatial_scale, sampling_ratio, aligned):
-        N, C, H, W = features.shape
-        geometry = _roi_geometry(rois, h, w, spatial_scale, sampling_ratio, aligned)
-        rows = features.permute(0, 2, 3, 1).reshape(N * H * W, C)  # (N*H*W, C) one row per cell
-        out = features.new_zeros((len(rois), C, h, w))
-        for idx, gh, gw in _chunks(geometry, h * w * C):
-            g = {k: v[idx] for k, v in geometry.items()}
-            index, weight = _sample_plan(rows.shape, g["batch"], g["start_y"], g["start_x"],
-                                         g["bin_h"], g["bin_w"], gh, gw, ((H, W), (h, w)))
-            values = rows.index_select(0, index.reshape(-1)) * weight.reshape(-1, 1)  # (4S, C)
-            total = values.reshape(4, len(idx), h, gh, w, gw, C).sum(dim=(0, 3, 5))  # (G, h, w, C)
-            out[idx] = (total / (gh * gw)).permute(0, 3, 1, 2)  # (G, C, h, w)
-        ctx.save_for_backward(rois)
-        ctx.args = (features.shape, h, w, spatial_scale, sampling_ratio, aligned)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        (rois,) = ctx.saved_tensors
-        (N, C, H, W), h, w, spatial_scale, sampling_ratio, aligned = ctx.args
-        geometry = _roi_geometry(rois, h, w, spatial_scale, sampling_ratio, aligned)
-        grad_cells = grad_out.permute(0, 2, 3, 1)  # (K, h, w, C)
-        grad_rows = grad_out.new_zeros((N * H * W, C))
-        for idx, gh, gw in _chunks(geometry, h * w * C):
-            g = {k: v[idx] for k, v in geometry.items()}
-            index, weight = _sample_plan(grad_rows.shape, g["batch"], g["start_y"], g["start_x"],
-                                         g["bin_h"], g["bin_w"], gh, gw, ((H, W), (h, w)))
-            share = grad_cells[idx][None, :, :, None, :, None, :] / (gh * gw)  # (1,G,h,1,w,1,C)
-            # every sample hands its bin's gradient to its four cells, weighted as in the forward
-            contribution = (share * weight[..., None]).reshape(-1, C)  # (4S, C)
-            grad_rows.index_add_(0, index.reshape(-1), contribution)
-        grad_features = grad_rows.reshape(N, H, W, C).permute(0, 3, 1, 2)
-        return grad_features, None, None, None, None, None, None
+        for part in chunk_slices(len(members), 4 * gh * gw * h * w):
+            picked = members[part]
+            index, weight = _group_bags({k: v[picked] for k, v in g.items()}, gh, gw,
+                                        tuple(map_size), (h, w))
+            bags.append((picked, index, weight))
+    return bags
 
 
 def roi_align(features, rois, output_size, spatial_scale, sampling_ratio=-1, aligned=True):
@@ -165,8 +164,9 @@ def roi_align(features, rois, output_size, spatial_scale, sampling_ratio=-1, ali
 
     features (N, C, H, W) on any device, float32 or float64; rois (K, 5) on the same device.
     Returns (K, C, h, w), differentiable with respect to features (not with respect to rois):
-    the backward pass is `roi_align_backward` written with `index_add_`, checked by gradcheck.
-    Memory: the output plus about four chunks of CHUNK_ELEMENTS values, whatever K is.
+    one `embedding_bag` call per group of `sample_bags`, whose compiled backward is
+    `roi_align_backward` (checked by gradcheck). Memory: the output, the map as rows (a view
+    when the map is channels_last) and the bags; no gathered copy of the features.
     """
     if features.dtype in (torch.float16, torch.bfloat16):
         # Under autocast the maps arrive in half precision, but sample positions in pixels do
@@ -176,8 +176,45 @@ def roi_align(features, rois, output_size, spatial_scale, sampling_ratio=-1, ali
                         sampling_ratio, aligned)
         return out.to(features.dtype)
     features, rois, h, w = _check_inputs(features, rois, output_size)
-    return _RoIAlign.apply(features, rois.detach(), h, w, float(spatial_scale),
-                           int(sampling_ratio), bool(aligned))
+    N, C, H, W = features.shape
+    rows = features.permute(0, 2, 3, 1).reshape(N * H * W, C)  # (N*H*W, C) one row per cell
+    bags = sample_bags(rois.detach(), (h, w), (H, W), float(spatial_scale),
+                       int(sampling_ratio), bool(aligned))
+    parts = [F.embedding_bag(index.reshape(-1, index.shape[-1]), rows, mode="sum",
+                             per_sample_weights=weight.reshape(-1, index.shape[-1]))
+             for _, index, weight in bags]  # each (G * h * w, C)
+    members = [m for m, _, _ in bags]
+    if len(bags) == 1 and len(members[0]) == len(rois):  # fixed sampling: already in order
+        cells = parts[0]
+    else:  # groups: put every RoI's bins back in its row, 0 for RoIs with no samples
+        cells = rows.new_zeros((len(rois) * h * w, C))
+        if parts:
+            order = torch.cat(members)[:, None] * (h * w) + torch.arange(h * w, device=rows.device)
+            cells = cells.index_copy(0, order.reshape(-1), torch.cat(parts))
+    return cells.reshape(len(rois), h, w, C).permute(0, 3, 1, 2)
+
+
+def roi_align_backward(grad_output, rois, input_shape, spatial_scale, sampling_ratio=-1,
+                       aligned=True):
+    """Torch twin of `mrcnn_edu.reference.roi_align.roi_align_backward`: same contract.
+
+    grad_output (K, C, h, w); input_shape (N, C, H, W). Returns (N, C, H, W): each bag hands its
+    bin's gradient to its rows with the forward's weights (`index_add_`).
+    """
+    N, C, H, W = (int(s) for s in input_shape)
+    if grad_output.ndim != 4 or grad_output.shape[1] != C:
+        raise ValueError(f"grad_output must have shape (K, {C}, h, w), "
+                         f"got {tuple(grad_output.shape)}")
+    if len(rois) != len(grad_output):
+        raise ValueError(f"grad_output has {len(grad_output)} rows but rois has {len(rois)}")
+    dtype = grad_output.dtype if grad_output.is_floating_point() else torch.float64
+    grad_bins = grad_output.to(dtype).permute(0, 2, 3, 1)  # (K, h, w, C)
+    grad_rows = grad_bins.new_zeros((N * H * W, C))
+    for members, index, weight in sample_bags(rois.to(dtype), grad_output.shape[2:], (H, W),
+                                              spatial_scale, sampling_ratio, aligned):
+        share = grad_bins[members][:, :, :, None, :] * weight[..., None]  # (G, h, w, L, C)
+        grad_rows.index_add_(0, index.reshape(-1), share.reshape(-1, C))
+    return grad_rows.reshape(N, H, W, C).permute(0, 3, 1, 2).contiguous()
 
 
 def gather_in_order(parts, order, empty):
@@ -187,8 +224,6 @@ def gather_in_order(parts, order, empty):
     out = torch.cat(parts)  # (K, ...) in chunk order
     order = torch.cat(order)  # (K,)
     return out[torch.argsort(order)]
-
-
 def multiscale_roi_align(features_by_level, rois, output_size, spatial_scales=None,
                          sampling_ratio=2, aligned=True, k_min=2, k_max=5, canonical_size=224,
                          canonical_level=4):
