@@ -39,14 +39,17 @@ test: $(STAMP)
 	NUMBA_DISABLE_JIT=1 $(PY) -m pytest -q -p no:cacheprovider $(NOJIT_TESTS)
 	$(PY) -m pytest --nbval --nbval-current-env -p no:cacheprovider tests lessons $(ARGS)
 
-# The lessons that train, once more under another CPU kernel set: torch and oneDNN choose kernels
-# by instruction set, so a trained number that holds for one CPU's kernels only fails here (CI
-# runs this after `make test`). The default set, oneDNN's AVX (not AVX2) convolutions and ATen's
-# unvectorised kernels, differs from what any AVX2 or AVX-512 machine uses by itself, at about the
-# same speed (SSE41 convolutions also pass, 1.3x slower). Another set:
+# The lesson that trains longest, once more under another CPU kernel set: torch and oneDNN choose
+# kernels by instruction set, so a trained number that holds for one CPU's kernels only fails here
+# (CI runs this after `make test`). Lesson 12 is the one with the thinnest margin (train box AP50
+# 0.665 under SSE4.1 convolutions against its claim of > 0.5); lesson 10 passed under this set too
+# (`make test-kernels KERNEL_LESSONS=lessons/10_training_on_shapes.ipynb`), and is left out of CI
+# to keep the suite under 15 minutes. The default set, oneDNN's AVX (not AVX2) convolutions and
+# ATen's unvectorised kernels, differs from what any AVX2 or AVX-512 machine uses by itself, at
+# about the same speed (SSE41 convolutions also pass, 1.3x slower). Another set:
 # make test-kernels KERNELS="ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2"
 KERNELS        ?= ONEDNN_MAX_CPU_ISA=AVX ATEN_CPU_CAPABILITY=default
-KERNEL_LESSONS := lessons/10_training_on_shapes.ipynb lessons/12_train_on_coco_subset.ipynb
+KERNEL_LESSONS ?= lessons/12_train_on_coco_subset.ipynb
 test-kernels: $(STAMP)
 	env $(KERNELS) $(PY) -m pytest --nbval --nbval-current-env -p no:cacheprovider $(KERNEL_LESSONS)
 

@@ -145,12 +145,13 @@ print("levels:", len(twin), "| all equal:",
 # training targets and are left out.
 #
 # Every box against every anchor of its image (about 160,000 to 267,000) would be 327 million
-# IoUs for the subset's 1430 boxes. One observation brings it down to 15 anchors per box. The
-# overlap of two intervals of fixed lengths can only shrink as their centres move apart, and a box's
-# intersection with an anchor is the overlap in x times the overlap in y. All anchors of one
-# level and one ratio have the same shape, so the one with the largest intersection, and hence
-# the largest IoU, is the one centred on the grid point nearest the box's centre: row
-# i = round(cy / s), column j = round(cx / s), each clamped to the grid. Section 2's
+# IoUs for the subset's 1430 boxes. One observation brings it down to 15 candidate anchors per
+# box. The overlap of two intervals of fixed lengths can only shrink as their centres move apart,
+# and a box's intersection with an anchor is the overlap in x times the overlap in y. All
+# anchors of one level and one ratio have the same shape, so no anchor of that level and ratio
+# has a larger intersection, and hence a larger IoU, than the one centred on the grid point
+# nearest the box's centre (others may tie with it): row i = round(cy / s), column
+# j = round(cx / s), each chosen on its own axis and clamped to the grid. Section 2's
 # location-major order says where it sits: `anchors.reshape(h, w, A, 4)[i, j]`.
 
 # %%
@@ -187,8 +188,9 @@ def nearest_anchors(boxes, image_size, levels, strides):
 # %% [markdown]
 # The best IoU over these candidates is the best over all anchors (the candidates of the other
 # boxes of the image are real anchors too, so they cannot beat it). Checked against the full
-# IoU matrix on the first images; "same" allows for float rounding (1e-12) where a box's centre
-# lies exactly between two grid points, whose anchors then tie.
+# IoU matrix on the first images; "same" allows for float rounding (1e-12) where two anchors
+# tie: a box's centre exactly between two grid points, or an anchor lying wholly inside the box
+# (or the box inside it) along one axis.
 
 # %%
 for index in range(5):

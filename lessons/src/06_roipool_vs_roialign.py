@@ -149,11 +149,11 @@ print("roi_align:", ref.roi_align(grid[None, None], one, 1, 1.0, sampling_ratio=
 print("twin:     ", ops.roi_align(torch.tensor(grid[None, None]), torch.tensor(one), 1, 1.0, 1)[0, 0, 0, 0].item().__round__(3))
 
 # %% [markdown]
-# The twin in `mrcnn_edu/ops/roi_align.py` has no loop. It lays the map out as rows, one per
-# cell (cell (y, x) of image n is row n * H * W + y * W + x, holding that cell's C channels),
-# and turns every output bin into a *bag* of (row, weight) pairs: each sample's four neighbours
-# with their bilinear weights, divided by the number of samples in the bin. `sample_bags`
-# builds the bags of every RoI at once. The bag of our one bin:
+# The twin in `mrcnn_edu/ops/roi_align.py` has no loop over RoIs. It lays the map out as rows,
+# one per cell (cell (y, x) of image n is row n * H * W + y * W + x, holding that cell's C
+# channels), and turns every output bin into a *bag* of (row, weight) pairs: each sample's four
+# neighbours with their bilinear weights, divided by the number of samples in the bin.
+# `sample_bags` builds the bags of every RoI at once. The bag of our one bin:
 
 # %%
 members, index, weight = sample_bags(torch.tensor(one), 1, (5, 5), 1.0, sampling_ratio=1)[0]
@@ -162,15 +162,18 @@ print("rows:   ", rows_of_bag, "= cells (y, x)", [divmod(r, 5) for r in rows_of_
 print("weights:", weight[0, 0, 0].numpy().round(2))
 
 # %% [markdown]
-# The bin is `sum(weight * rows[index])` over its bag. That is exactly what
-# `torch.nn.functional.embedding_bag(index, rows, mode="sum", per_sample_weights=weight)`
-# computes: one compiled call for every bin of every RoI, which never copies the gathered rows,
-# and whose backward hands each bin's gradient to the rows of its bag with the same weights
-# (section 4). The same idea serves RoIPool: its bag is the bin's cells, and
-# `mode="max"` takes their maximum.
+# The bin is `sum(weight * rows[index])` over its bag. With L pairs per bag, that is exactly
+# what `torch.nn.functional.embedding_bag` computes, one bag per row, given
+# `index.reshape(-1, L)`, `rows`, `mode="sum"` and `per_sample_weights=weight.reshape(-1, L)`:
+# one compiled call per group of same-size bags (a single call when sampling_ratio > 0), which
+# never copies the gathered rows, and whose backward hands each bin's gradient to the rows of
+# its bag with the same weights (section 4). The same idea serves RoIPool: its bag is the bin's
+# cells and `mode="max"` takes their maximum; an empty bag (a bin off the map) gives 0, and the
+# gradient goes to the first maximum, as in the C kernel.
 
 # %% [markdown]
-# The kernel computes every sample's two neighbours per axis, with torchvision's edge rules:
+# The reference kernel, `roi_axis_samples` below (the twin's `axis_samples` does the same with
+# tensors), computes every sample's two neighbours per axis, with torchvision's edge rules:
 # samples beyond [-1, H] count as 0, negative coordinates are clamped to 0, and past the last
 # cell centre the last cell is used alone.
 
@@ -201,8 +204,9 @@ print("aligned=False:", ref.roi_align(ramp, box8, 1, 1.0, 8, aligned=False)[0, 0
 #
 # Backward through a sample hands its gradient to the same four cells, with the same weights:
 # 0.28, 0.42, 0.12, 0.18. `roi_align_backward` is the numba loop; the twin gets its gradient from
-# autograd, through `embedding_bag`'s backward (its own `roi_align_backward` adds each bag's
-# weighted gradient into its rows with `index_add_`). They agree:
+# autograd, through `embedding_bag`'s compiled backward. (The twin module also has an explicit
+# `roi_align_backward`, which computes the same by adding each bag's weighted gradient into its
+# rows with `index_add_`.) They agree:
 
 # %%
 grad_ref = ref.roi_align_backward(np.ones((1, 1, 1, 1)), one, (1, 1, 5, 5), 1.0, sampling_ratio=1)

@@ -164,8 +164,8 @@ def roi_align(features, rois, output_size, spatial_scale, sampling_ratio=-1, ali
 
     features (N, C, H, W) on any device, float32 or float64; rois (K, 5) on the same device.
     Returns (K, C, h, w), differentiable with respect to features (not with respect to rois):
-    one `embedding_bag` call per group of `sample_bags`, whose compiled backward is
-    `roi_align_backward` (checked by gradcheck). Memory: the output, the map as rows (a view
+    one `embedding_bag` call per group of `sample_bags`, whose compiled backward computes what
+    `roi_align_backward` does (checked by gradcheck and against it). Memory: the output, the map as rows (a view
     when the map is channels_last) and the bags; no gathered copy of the features.
     """
     if features.dtype in (torch.float16, torch.bfloat16):
