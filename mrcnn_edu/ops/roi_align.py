@@ -47,13 +47,6 @@ def _check_inputs(features, rois, output_size):
     return features, rois.to(features.dtype), h, w
 
 
-def chunk_slices(count, per_item, budget=None):
-    """Slices cutting `count` items of `per_item` elements each into chunks of <= budget elements
-    (CHUNK_ELEMENTS by default); an item bigger than the budget still gets a chunk of its own."""
-    step = max(1, (budget or CHUNK_ELEMENTS) // max(per_item, 1))
-    return [slice(i, min(i + step, count)) for i in range(0, count, step)]
-
-
 def size_chunks(sizes, budget=None):
     """Consecutive slices of items of `sizes` (K,) elements, each slice <= budget elements
     (CHUNK_ELEMENTS by default); an item bigger than the budget gets a slice of its own."""
@@ -151,7 +144,7 @@ def sample_bags(rois, output_size, map_size, spatial_scale, sampling_ratio=-1, a
     for members, gh, gw in groups:
         if gh == 0 or gw == 0 or len(members) == 0:
             continue  # no samples: the bins stay 0
-        for part in chunk_slices(len(members), 4 * gh * gw * h * w):
+        for part in size_chunks(torch.full((len(members),), 4 * gh * gw * h * w)):
             picked = members[part]
             index, weight = _group_bags({k: v[picked] for k, v in g.items()}, gh, gw,
                                         tuple(map_size), (h, w))
@@ -212,8 +205,10 @@ def roi_align_backward(grad_output, rois, input_shape, spatial_scale, sampling_r
     grad_rows = grad_bins.new_zeros((N * H * W, C))
     for members, index, weight in sample_bags(rois.to(dtype), grad_output.shape[2:], (H, W),
                                               spatial_scale, sampling_ratio, aligned):
-        share = grad_bins[members][:, :, :, None, :] * weight[..., None]  # (G, h, w, L, C)
-        grad_rows.index_add_(0, index.reshape(-1), share.reshape(-1, C))
+        grad = grad_bins[members].reshape(-1, C)  # (G * h * w, C) one row per bag
+        for pair in range(index.shape[-1]):  # the l-th pair of every bag at once
+            grad_rows.index_add_(0, index[..., pair].reshape(-1),
+                                 grad * weight[..., pair].reshape(-1, 1))
     return grad_rows.reshape(N, H, W, C).permute(0, 3, 1, 2).contiguous()
 
 

@@ -55,7 +55,6 @@ def _cell_bags(batch, row_lo, col_lo, rows, cols, map_size):
     to the first maximum in row-major order, as in the C kernel.
     """
     H, W = map_size
-    K = len(batch)
     sizes = (rows * cols).reshape(-1)  # (B,) cells in each bin; 0 when it fell off the map
     bag = torch.repeat_interleave(torch.arange(len(sizes), device=sizes.device), sizes)  # (E,)
     offsets = torch.cumsum(sizes, 0) - sizes  # (B,)
@@ -63,7 +62,7 @@ def _cell_bags(batch, row_lo, col_lo, rows, cols, map_size):
     n_cols = cols.reshape(-1)[bag]
     r = row_lo.reshape(-1)[bag] + j // n_cols  # (E,)
     c = col_lo.reshape(-1)[bag] + j % n_cols
-    image = batch[:, None].expand(K, sizes.numel() // max(K, 1)).reshape(-1)[bag]
+    image = batch[:, None, None].expand_as(rows).reshape(-1)[bag]  # (E,) the bin's image
     return image * (H * W) + r * W + c, offsets
 
 
