@@ -18,6 +18,10 @@ the one to edit; the notebook is what learners open.
 `python lessons/build.py --check [NN ...]` executes nothing: it reports each notebook whose cells
 differ from its source (or that is missing) and exits 1 if any does.
 
+`python lessons/build.py --text NN ...` copies edited markdown cells into the committed notebook
+without executing it, and refuses when any code cell (or the number of cells) changed: text has
+no outputs, so a wording fix needs no re-run.
+
 A cell whose output depends on the CPU's kernels (training, a long float reduction) starts with
 `# NBVAL_IGNORE_OUTPUT`; the next cell asserts the claim the text makes about those numbers, with
 a tolerance that holds on every machine (tests/test_lessons.py enforces both rules).
@@ -119,9 +123,32 @@ def check(argv):
     return 1 if problems else 0
 
 
+def update_text(source):
+    """Copy the source's markdown cells into the committed notebook; code cells must be unchanged."""
+    target = notebook_path(source)
+    nb = nbformat.read(target, as_version=4)
+    expected = parse_cells(source.read_text())
+    committed = [(c.cell_type, c.source) for c in nb.cells]
+    changed_code = [i for i, (a, b) in enumerate(zip(committed, expected))
+                    if a != b and "code" in (a[0], b[0])]
+    if len(committed) != len(expected) or changed_code:
+        where = (f"cell {changed_code[0]} is code and changed" if changed_code
+                 else f"{len(committed)} cells, the source has {len(expected)}")
+        raise SystemExit(f"{target.name}: {where}; run `python lessons/build.py "
+                         f"{source.stem[:2]}` to execute it")
+    for cell, (_, body) in zip(nb.cells, expected):
+        cell.source = body
+    nbformat.write(nb, target)
+    print(f"{target.name}: text updated, nothing executed")
+
+
 def main(argv):
     if argv[:1] == ["--check"]:
         raise SystemExit(check(argv[1:]))
+    if argv[:1] == ["--text"]:
+        for source in find_sources(argv[1:]):
+            update_text(source)
+        return
     for source in find_sources(argv):
         start = time.perf_counter()
         nb = execute(build_notebook(source))

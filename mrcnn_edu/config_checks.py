@@ -19,7 +19,7 @@ import os
 # RoI pooling reads P2..P5 at scales 1/4..1/32. Other strides would misplace every anchor.
 FPN_STRIDES = (4, 8, 16, 32, 64)
 RESNET_DEPTHS = (18, 34, 50)  # model/backbone.py's RESNET_LAYERS
-RESNET_CHANNELS = (64, 128, 256, 512, 1024, 2048)  # widths GroupNorm must divide
+RESNET_WIDTH_MULTIPLES = (1, 2, 4, 8, 16, 32)  # channel counts / backbone_width, GroupNorm divides
 
 
 def _at_least(low):
@@ -39,6 +39,7 @@ RANGES = {
     "backbone_depth": (lambda v: v in RESNET_DEPTHS, f"one of {RESNET_DEPTHS}"),
     "norm": (lambda v: v in ("frozen_bn", "group_norm"), "'frozen_bn' or 'group_norm'"),
     "group_norm_groups": _at_least(1),
+    "backbone_width": _at_least(1),
     "freeze_at": (lambda v: 0 <= v <= 5, "between 0 and 5 (stem, layer1..layer4)"),
     "fpn_channels": _at_least(1),
     "anchor_sizes": ALL_POSITIVE,
@@ -134,10 +135,13 @@ def _check_consistency(cfg):
         raise ValueError(f"Config.mask_size must be 2 x Config.mask_pool_size (the mask head's "
                          f"deconv doubles the pooled side): {2 * cfg.mask_pool_size} for "
                          f"mask_pool_size {cfg.mask_pool_size}, got {cfg.mask_size}")
-    if cfg.norm == "group_norm" and any(c % min(cfg.group_norm_groups, c)
-                                        for c in RESNET_CHANNELS):
+    channels = [cfg.backbone_width * k for k in RESNET_WIDTH_MULTIPLES]
+    if cfg.norm == "group_norm" and any(c % min(cfg.group_norm_groups, c) for c in channels):
         raise ValueError(f"Config.group_norm_groups ({cfg.group_norm_groups}) must divide the "
-                         f"backbone's channel counts {RESNET_CHANNELS[:4]}: use a power of 2")
+                         f"backbone's channel counts {channels[:4]}: use a power of 2")
+    if cfg.backbone_weights and cfg.backbone_width != 64:
+        raise ValueError(f"Config.backbone_weights are ImageNet ResNets of width 64; "
+                         f"Config.backbone_width {cfg.backbone_width} has no such weights")
 
 
 def check_trainable(cfg):

@@ -53,6 +53,9 @@ pytestmark = pytest.mark.filterwarnings(
     (dict(categories=()), "categories"),
     (dict(categories=("person", 3)), "categories"),
     (dict(train_split=""), "train_split"),
+    (dict(backbone_width=0), "backbone_width"),
+    (dict(backbone_width=24), "group_norm_groups"),  # 16 groups do not divide 24 channels
+    (dict(backbone_width=32, backbone_weights="r18.pth"), "backbone_weights"),  # ImageNet: 64
 ])
 def test_config_refuses_bad_values_naming_the_field(changes, field):
     with pytest.raises(ValueError, match=rf"Config\.{field}\b"):

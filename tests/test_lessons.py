@@ -85,12 +85,19 @@ def test_the_rule_catches_an_ignore_without_a_check():
     assert unchecked_ignores([("code", "#NBVAL_SKIP\nprint(loss)")]) == [0]
 
 
-def test_drift_names_the_lesson(tmp_path, monkeypatch):
+@pytest.fixture
+def demo_source(tmp_path, monkeypatch):
+    """lessons/src/99_demo.py of a lesson folder in tmp_path: a title and `print(1)`."""
     src_dir = tmp_path / "src"
     src_dir.mkdir()
     source = src_dir / "99_demo.py"
     source.write_text("# %% [markdown]\n# # Demo\n\n# %%\nprint(1)\n")
     monkeypatch.setattr(build, "LESSONS", tmp_path)
+    return source
+
+
+def test_drift_names_the_lesson(tmp_path, demo_source):
+    source = demo_source
     assert "99_demo.ipynb is missing" in build.drift(source)
     build.nbformat.write(build.build_notebook(source), tmp_path / "99_demo.ipynb")
     assert build.drift(source) is None
@@ -99,3 +106,21 @@ def test_drift_names_the_lesson(tmp_path, monkeypatch):
     assert "99_demo.ipynb drifted from src/99_demo.py (cell 1 differs)" in message
     source.write_text("# %% [markdown]\n# # Demo\n")
     assert "(2 cells, the source has 1)" in build.drift(source)
+
+
+def test_text_update_copies_markdown_and_refuses_changed_code(tmp_path, demo_source):
+    source = demo_source
+    notebook = build.build_notebook(source)
+    notebook.cells[1].outputs = [build.nbformat.v4.new_output("stream", text="1\n")]
+    build.nbformat.write(notebook, tmp_path / "99_demo.ipynb")
+    source.write_text("# %% [markdown]\n# # Demo, reworded\n\n# %%\nprint(1)\n")
+    build.update_text(source)
+    assert build.drift(source) is None
+    kept = build.nbformat.read(tmp_path / "99_demo.ipynb", as_version=4)
+    assert kept.cells[1].outputs[0]["text"] == "1\n"  # nothing was executed or lost
+    source.write_text("# %% [markdown]\n# # Demo, reworded\n\n# %%\nprint(2)\n")
+    with pytest.raises(SystemExit, match="cell 1 is code and changed"):
+        build.update_text(source)
+    source.write_text("# %% [markdown]\n# # Demo\n")
+    with pytest.raises(SystemExit, match="2 cells, the source has 1"):
+        build.update_text(source)

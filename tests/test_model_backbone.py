@@ -55,6 +55,18 @@ def test_backbone_output_shapes(depth):
 
 
 @pytest.mark.parametrize("depth", [18, 50])
+def test_width_scales_every_stage_and_the_weights_quadratically(depth):
+    wide, narrow = ResNet(depth, "group_norm", 16), ResNet(depth, "group_norm", 16, width=32)
+    assert narrow.out_channels == [c // 2 for c in wide.out_channels]
+    c2, c3, c4, c5 = narrow(torch.zeros(1, 3, 64, 96))
+    assert [c.shape[1] for c in (c2, c3, c4, c5)] == narrow.out_channels
+    assert [tuple(c.shape[-2:]) for c in (c2, c3, c4, c5)] == [(16, 24), (8, 12), (4, 6), (2, 3)]
+    count = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
+    assert 0.24 < count(narrow) / count(wide) < 0.26  # convs dominate: (1/2)^2
+    assert list(narrow.state_dict()) == list(wide.state_dict())  # the same torchvision names
+
+
+@pytest.mark.parametrize("depth", [18, 50])
 def test_parameter_names_are_torchvision_names(depth):
     expected = {k: s for k, s in torchvision_resnet_shapes(depth).items()
                 if not k.startswith("fc.") and not k.endswith("num_batches_tracked")}

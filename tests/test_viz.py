@@ -159,3 +159,16 @@ def test_show_samples_draws_the_first_images_with_their_ids():
     assert [ax.get_title() for ax in fig.axes] == ["train image 7", "train image 9"]
     assert all(any(isinstance(p, Rectangle) for p in ax.patches) for ax in fig.axes)
     plt.close(fig)
+
+
+def test_plot_data_ladder_one_line_and_label_per_series_on_a_log_axis():
+    ax = viz.plot_data_ladder([("train", [16, 64, 256], [0.99, 0.98, 0.97], {}),
+                               ("val", [16, 64, 256], [0.2, 0.7, 0.95], {"linestyle": "--"}),
+                               ("paper", [1000], [0.035], {"color": "grey"})])
+    lines = ax.get_lines()
+    assert [line.get_label() for line in lines] == ["train", "val", "paper"]
+    assert list(lines[1].get_xdata()) == [16, 64, 256] and lines[1].get_linestyle() == "--"
+    assert ax.get_xscale() == "log" and ax.get_ylim()[0] == 0
+    assert sorted(t.get_text() for t in ax.texts) == sorted(
+        ["0.99", "0.98", "0.97", "0.20", "0.70", "0.95", "0.04"])
+    plt.close(ax.figure)

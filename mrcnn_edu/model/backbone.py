@@ -11,6 +11,8 @@ Shape legend: B images, C channels, H x W input size (multiples of 32 after padd
     C2 (B, C2, H/4,  W/4)     C3 (B, C3, H/8,  W/8)
     C4 (B, C4, H/16, W/16)    C5 (B, C5, H/32, W/32)
     channels: 64/128/256/512 for ResNet-18/34; 256/512/1024/2048 for ResNet-50.
+    A `width` other than 64 scales every stage alike (width 32: 32/64/128/256 for ResNet-18);
+    such a trunk has no ImageNet weights and trains from scratch.
 
 Normalisation is either `FrozenBatchNorm2d` (BatchNorm whose ImageNet statistics and affine
 parameters are fixed buffers: batches of 2 images are too small to estimate statistics) or
@@ -132,24 +134,27 @@ def _shortcut(cin: int, cout: int, stride: int, norm: str, groups: int) -> nn.Mo
 class ResNet(nn.Module):
     """ResNet trunk without the classifier: forward(x (B, 3, H, W)) -> [C2, C3, C4, C5]."""
 
-    def __init__(self, depth: int = 50, norm: str = "frozen_bn", groups: int = 32):
+    def __init__(self, depth: int = 50, norm: str = "frozen_bn", groups: int = 32,
+                 width: int = 64):
         super().__init__()
         if depth not in RESNET_LAYERS:
             raise ValueError(f"depth must be one of {sorted(RESNET_LAYERS)}, got {depth}")
         kind, blocks = RESNET_LAYERS[depth]
         block = BasicBlock if kind == "basic" else Bottleneck
         self.depth = depth
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = make_norm(norm, 64, groups)
-        cin = 64
-        for i, (n, width) in enumerate(zip(blocks, (64, 128, 256, 512))):
+        # Each stage doubles the width; the parameter count grows as width ** 2.
+        stage_widths = (width, 2 * width, 4 * width, 8 * width)
+        self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
+        self.bn1 = make_norm(norm, width, groups)
+        cin = width
+        for i, (n, stage_width) in enumerate(zip(blocks, stage_widths)):
             stride = 1 if i == 0 else 2  # layer1 follows the max-pool, already at stride 4
             layer = []
             for j in range(n):
-                layer.append(block(cin, width, stride if j == 0 else 1, norm, groups))
-                cin = width * block.expansion
+                layer.append(block(cin, stage_width, stride if j == 0 else 1, norm, groups))
+                cin = stage_width * block.expansion
             setattr(self, f"layer{i + 1}", nn.Sequential(*layer))
-        self.out_channels = [w * block.expansion for w in (64, 128, 256, 512)]
+        self.out_channels = [w * block.expansion for w in stage_widths]
         self._init_weights(norm)
 
     def _init_weights(self, norm: str) -> None:
@@ -164,8 +169,8 @@ class ResNet(nn.Module):
                     nn.init.zeros_(m.bn3.weight if isinstance(m, Bottleneck) else m.bn2.weight)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = F.relu(self.bn1(self.conv1(x)))  # (B, 64, H/2, W/2)
-        x = F.max_pool2d(x, kernel_size=3, stride=2, padding=1)  # (B, 64, H/4, W/4)
+        x = F.relu(self.bn1(self.conv1(x)))  # (B, width, H/2, W/2)
+        x = F.max_pool2d(x, kernel_size=3, stride=2, padding=1)  # (B, width, H/4, W/4)
         c2 = self.layer1(x)  # (B, C2, H/4, W/4)
         c3 = self.layer2(c2)  # (B, C3, H/8, W/8)
         c4 = self.layer3(c3)  # (B, C4, H/16, W/16)

@@ -44,7 +44,8 @@ class MaskRCNN(nn.Module):
         self.cfg = cfg
         self.transform = BatchTransform(cfg.min_size, cfg.max_size, cfg.pixel_mean, cfg.pixel_std,
                                         cfg.size_divisible)
-        self.backbone = ResNet(cfg.backbone_depth, cfg.norm, cfg.group_norm_groups)
+        self.backbone = ResNet(cfg.backbone_depth, cfg.norm, cfg.group_norm_groups,
+                               cfg.backbone_width)
         self.fpn = FPN(self.backbone.out_channels, cfg.fpn_channels)
         self.rpn = RPN.from_config(cfg, cfg.fpn_channels)
         self.roi_heads = RoIHeads.from_config(cfg, cfg.fpn_channels)

@@ -20,8 +20,8 @@ from mrcnn_edu.viz.figures import (  # noqa: F401
     ANCHOR_COLOR, DETECTION_COLOR, GT_COLOR, IGNORED_COLOR, MIN_DISPLAY_SCORE, PALETTE,
     POSITIVE_COLOR, PROPOSAL_COLOR, binary_masks, box_caption, confident, draw_anchor_labels,
     draw_boxes, draw_cell_grid, draw_feature_pyramid, draw_masks, draw_pr_curve, draw_roi_bins,
-    get_ax, image_hwc, loss_names, plot_loss_curve, running_mean, show_detections, show_image,
-    show_sample, show_samples, to_numpy)
+    get_ax, image_hwc, loss_names, plot_data_ladder, plot_loss_curve, running_mean,
+    show_detections, show_image, show_sample, show_samples, to_numpy)
 from mrcnn_edu.viz.diagrams import (  # noqa: F401
     GREYED_COLOR, GREYED_TEXT, HERE_COLOR, PIPELINE_LINKS, PIPELINE_STAGES, STAGE_COLORS,
     fpn_diagram, heads_diagram, lesson_numbers, pipeline_map)

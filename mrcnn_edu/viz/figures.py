@@ -220,6 +220,32 @@ def plot_loss_curve(records, ax=None, smooth=10):
     return ax
 
 
+def plot_data_ladder(series, ax=None, ylabel="AP50", title=None, fmt="{:.2f}"):
+    """Scores against the number of training images, on a log axis: the data ladder (lessons
+    10 and 12). `series`: [(label, images, scores, style), ...] with images and scores of equal
+    length and style a dict of matplotlib line options ({} for the defaults); each score is
+    written next to its point with `fmt`."""
+    ax = get_ax(ax, figsize=(7, 4.5))
+    ticks = set()
+    for k, (label, images, scores, style) in enumerate(series):
+        line, = ax.plot(images, scores, marker="o", label=label, **style)
+        for x, y in zip(images, scores):  # alternate above and below, so close curves stay legible
+            ax.annotate(fmt.format(y), (x, y), textcoords="offset points",
+                        xytext=(4, 6 if k % 2 == 0 else -13), fontsize=8, color=line.get_color())
+        ticks.update(images)
+    ax.set_xscale("log")
+    ax.set_xticks(sorted(ticks), [f"{x:g}" for x in sorted(ticks)])
+    ax.minorticks_off()
+    ax.margins(x=0.12)
+    ax.set_xlabel("training images (log scale)")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(bottom=0)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8)
+    return ax
+
+
 # --- lesson 04: anchor labels ---------------------------------------------------------------
 POSITIVE_COLOR = "#d62728"  # red: positive anchors (label 1)
 IGNORED_COLOR = "#bcbd22"  # olive, dashed: ignored anchors (label -1); negatives use ANCHOR_COLOR
