@@ -23,8 +23,9 @@ from mrcnn_edu.reference.masks import MASK_THRESHOLD
 @dataclass
 class Config:
     """Model and training settings. Defaults are torchvision's Mask R-CNN R-50-FPN: the paper's
-    model, with the proposal counts, inference thresholds and 1x schedule of Detectron and
-    torchvision where the paper gives none or another (lessons 08, 10 and 11 say which is which).
+    model, with the proposal counts and inference thresholds of Detectron and torchvision and
+    Detectron's 1x schedule where the paper gives none or another (lessons 08, 10 and 11 say
+    which is which).
 
     A Config checks itself when built (`config_checks.validate_config`): a wrong type, a value
     out of range or two fields that disagree raise ValueError naming `Config.<field>`.
@@ -208,7 +209,7 @@ def _shapes() -> Config:
     - backbone width 32, not 64: at 128 px a step's cost is mostly weights, and a quarter of
       them halved the whole command (9.3 -> 5.0 minutes) for 0.973 / 0.972 against 0.977 / 0.978;
     - 128 px, not tiny's 256: the shapes are drawn at 128, so upsampling buys nothing but 4x
-      the pixels (a reader of the issue used 256 px, SGD, 800 images, 1200 steps: 0.969 / 0.972);
+      the pixels (`tiny` at 256 px with SGD, 800 images, 1200 steps scored 0.969 / 0.972);
     - AdamW at 1e-3 with GroupNorm in the heads, the `subset` preset's optimiser (it fitted
       more than SGD there);
     - 700 steps: 500 reach 0.836 / 0.832, 600 0.933 / 0.935 (lesson 10), 700 0.973 / 0.972
@@ -217,7 +218,7 @@ def _shapes() -> Config:
     - 256 train images: enough that val scores like train (the data ladder, lesson 10), and few
       enough that scoring the train split after training stays short.
     The whole command took 5.0 minutes on a 2-core CPU with nothing else running (4.2 of them
-    training).
+    training; writing the data first adds about 5 seconds).
     """
     return dataclasses.replace(
         _tiny(),
@@ -237,7 +238,7 @@ def _shapes() -> Config:
 
 
 def _r50_fpn() -> Config:
-    """The paper's Mask R-CNN R-50-FPN on the 1x schedule (torchvision's defaults), for a GPU."""
+    """The paper's Mask R-CNN R-50-FPN (torchvision's model) on Detectron's 1x schedule, GPU."""
     return Config(output_dir="runs/r50_fpn")
 
 
