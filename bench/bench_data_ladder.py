@@ -5,8 +5,8 @@
 
 Each rung writes the seeded shapes dataset (seed 0, 128 x 128) with N training images and the
 same 200 validation images, trains lesson 10's recipe (`preset("shapes")` with --steps steps,
-lr x0.1 for the last fifth) on 2 images per step from the same random weights (seed 0), and scores the model with
-pycocotools: box and mask AP50 on the validation images, which no rung trains on, and on the
+lr x0.1 for the last fifth) on 2 images per step from the same random weights (seed 0), and
+scores the model with pycocotools: box and mask AP50 on the validation images, which no rung trains on, and on the
 training images it saw (the first TRAIN_EVAL_IMAGES of them when there are more: a split's first
 n images do not depend on how many follow, so they are written once more as a split of their own).
 With few images the model memorises (train AP50 near 1, val far below); with more, the same steps
@@ -94,8 +94,8 @@ Command: `python bench/bench_data_ladder.py --steps {args.steps}` (CSV: `{args.o
 Machine: {machine_line()}; load average {loads[0]:.1f} at the start, {loads[1]:.1f} at the end
 (other processes shared the cores when it is above 2).  
 Recipe: lesson 10's, `preset("shapes")` with `max_iters={args.steps}`, lr x0.1 at 80% of the
-steps; 2 images per step on every rung, from the same random weights. Validation: the same {VAL_IMAGES} unseen
-images for every rung; train AP50 on the training images seen (at most the first
+steps; 2 images per step on every rung, from the same random weights. Validation: the same
+{VAL_IMAGES} unseen images for every rung; train AP50 on the training images seen (at most the first
 {TRAIN_EVAL_IMAGES}). AP by pycocotools.
 
 | train images | steps | train box AP50 | train mask AP50 | val box AP50 | val mask AP50 \

@@ -65,13 +65,18 @@ def notebook_path(source):
     return LESSONS / f"{source.stem}.ipynb"
 
 
+def committed_and_expected(source):
+    """(notebook, its [(kind, source)] cells, the source's cells) for a committed notebook."""
+    nb = nbformat.read(notebook_path(source), as_version=4)
+    return nb, [(c.cell_type, c.source) for c in nb.cells], parse_cells(source.read_text())
+
+
 def drift(source):
     """Why the committed notebook of `source` differs from it, or None when it matches cell for cell."""
     target = notebook_path(source)
     if not target.exists():
         return f"{target.name} is missing: run `python lessons/build.py {source.stem[:2]}`"
-    committed = [(c.cell_type, c.source) for c in nbformat.read(target, as_version=4).cells]
-    expected = parse_cells(source.read_text())
+    _, committed, expected = committed_and_expected(source)
     if committed == expected:
         return None
     if len(committed) != len(expected):
@@ -126,9 +131,7 @@ def check(argv):
 def update_text(source):
     """Copy the source's markdown cells into the committed notebook; code cells must be unchanged."""
     target = notebook_path(source)
-    nb = nbformat.read(target, as_version=4)
-    expected = parse_cells(source.read_text())
-    committed = [(c.cell_type, c.source) for c in nb.cells]
+    nb, committed, expected = committed_and_expected(source)
     changed_code = [i for i, (a, b) in enumerate(zip(committed, expected))
                     if a != b and "code" in (a[0], b[0])]
     if len(committed) != len(expected) or changed_code:
