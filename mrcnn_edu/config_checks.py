@@ -61,6 +61,7 @@ RANGES = {
     "score_thresh": UNIT, "nms_thresh": UNIT, "detections_per_image": _at_least(1),
     "mask_threshold": UNIT,
     "min_size": _at_least(1), "max_size": _at_least(1), "size_divisible": _at_least(1),
+    "train_min_sizes": (lambda v: all(x >= 1 for x in v), "empty (no jitter) or sizes >= 1"),
     "pixel_std": ALL_POSITIVE,
     "optimizer": (lambda v: v in ("sgd", "adamw"), "'sgd' or 'adamw'"),
     "lr": POSITIVE, "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
@@ -70,7 +71,7 @@ RANGES = {
     "lr_gamma": POSITIVE, "batch_size": _at_least(1),
     "grad_clip": (lambda v: v is None or v > 0, "positive, or null for no clipping"),
     "checkpoint_every": _at_least(1), "log_every": _at_least(1), "seed": _at_least(0),
-    "hflip_prob": UNIT, "num_workers": _at_least(0),
+    "hflip_prob": UNIT, "copy_paste_prob": UNIT, "num_workers": _at_least(0),
     "train_split": (bool, "a non-empty split name"), "val_split": (bool, "a non-empty split name"),
     "categories": (lambda v: v is None or len(v) > 0, "null (all) or at least one name"),
     "output_dir": (bool, "a non-empty path"),
@@ -123,6 +124,10 @@ def _check_consistency(cfg):
     if cfg.max_size < cfg.min_size:
         raise ValueError(f"Config.max_size ({cfg.max_size}) must be >= Config.min_size "
                          f"({cfg.min_size})")
+    if cfg.copy_paste_prob > 0 and cfg.batch_size < 2:
+        raise ValueError(f"Config.copy_paste_prob ({cfg.copy_paste_prob}) pastes between the "
+                         f"images of a batch: it needs Config.batch_size >= 2, got "
+                         f"{cfg.batch_size}")
     if len(cfg.anchor_sizes) != len(cfg.anchor_strides):
         raise ValueError(f"Config.anchor_sizes must hold one size per FPN level "
                          f"({len(cfg.anchor_strides)}: P2..P6), got {cfg.anchor_sizes}")

@@ -136,7 +136,9 @@ def test_train_evaluate_predict(shapes_root, tmp_path, capsys):
 
 
 def test_resume_repeats_the_real_models_losses(shapes_root, tmp_path):
-    common = ["train", "--data", str(shapes_root), "--no-eval", *TINY, "--set", "hflip_prob=0.5"]
+    # flips, scale jitter and copy-paste on: every random draw must come back the same
+    common = ["train", "--data", str(shapes_root), "--no-eval", *TINY, "--set", "hflip_prob=0.5",
+              "--set", "train_min_sizes=96,128", "--set", "copy_paste_prob=0.5"]
     assert main([*common, "--output", str(tmp_path / "a"), "--max-iters", "3"]) == 0
     assert main([*common, "--output", str(tmp_path / "b"), "--max-iters", "2"]) == 0
     assert main([*common, "--output", str(tmp_path / "b"), "--max-iters", "3", "--resume"]) == 0

@@ -27,7 +27,8 @@ from mrcnn_edu.engine import distributed, runlog
 from mrcnn_edu.engine.checkpoint import remove_partial_saves, save_checkpoint
 from mrcnn_edu.engine.resume import (CHECKPOINT_NAME, LOG_NAME, checkpoint_state,
                                      prepare_output_dir, restore, run_folder_lock)
-from mrcnn_edu.engine.schedule import IterationBatchSampler, flip_batch, iteration_seed, lr_at
+from mrcnn_edu.engine.schedule import (IterationBatchSampler, flip_batch, iteration_seed, lr_at,
+                                      paste_batch)
 
 
 
@@ -131,6 +132,7 @@ def train_step(run, iteration, images, targets):
     # the losses of iteration i then do not depend on where the run was resumed.
     torch.manual_seed(iteration_seed(config.seed, iteration, info.rank))
     images, targets = flip_batch(images, targets, iteration, config, info)
+    images, targets = paste_batch(images, targets, iteration, config, info)
     images, targets = to_device(images, targets, run.device)
     lr = lr_at(iteration, config)
     set_lr(run.optimizer, lr)

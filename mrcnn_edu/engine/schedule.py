@@ -1,10 +1,11 @@
 """What iteration i of a run does, from (config, i) alone: its learning rate, its images, its
-flips and its seeds (lesson 12).
+flips, its pasted instances and its seeds (lesson 12).
 
 Reproducibility. Every random choice of iteration i is derived from (seed, i, rank) alone:
 which images form the batch (a per-epoch permutation seeded by (seed, epoch)), which are flipped,
-and the model's own sampling of anchors and RoIs (the global torch RNG, re-seeded at the start of
-the iteration by the loop). Nothing depends on what ran before, so a run resumed from the
+which instances are pasted from one onto another, and the model's own draws: the input size of
+each image under scale jitter, the sampling of anchors and RoIs (the global torch RNG, re-seeded
+at the start of the iteration by the loop). Nothing depends on what ran before, so a run resumed from the
 checkpoint of iteration k repeats the losses of an uninterrupted run exactly (on the CPU).
 
 Learning rate at 0-based iteration i (the step that produces log record i + 1):
@@ -18,7 +19,7 @@ import hashlib
 import torch
 
 from mrcnn_edu.engine import distributed
-from mrcnn_edu.model.transforms import RandomHorizontalFlip
+from mrcnn_edu.model.transforms import RandomCopyPaste, RandomHorizontalFlip
 
 
 def lr_at(iteration, config):
@@ -84,4 +85,20 @@ def flip_batch(images, targets, iteration, config, info):
     g = torch.Generator().manual_seed(iteration_seed(config.seed, iteration, info.rank, "flip"))
     flip = RandomHorizontalFlip(config.hflip_prob, generator=g)
     pairs = [flip(image, target) for image, target in zip(images, targets)]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def paste_batch(images, targets, iteration, config, info):
+    """Copy-paste within the batch: with probability copy_paste_prob, image b gets about half the
+    instances of image b + 1 (the last image takes from the first), drawn from a generator seeded
+    by (seed, iteration, rank). Sources are the images as they came, before any pasting; a batch
+    of one image is returned as it is.
+    """
+    if config.copy_paste_prob <= 0 or len(images) < 2:
+        return images, targets
+    g = torch.Generator().manual_seed(iteration_seed(config.seed, iteration, info.rank, "paste"))
+    paste = RandomCopyPaste(config.copy_paste_prob, generator=g)
+    sources = list(zip(images[1:] + images[:1], targets[1:] + targets[:1]))
+    pairs = [paste(image, target, *source)
+             for image, target, source in zip(images, targets, sources)]
     return [p[0] for p in pairs], [p[1] for p in pairs]

@@ -78,8 +78,10 @@ def train(config, data_root, output_dir, resume=False, device=None, max_iters=No
     info = distributed.init_distributed(auto_device(device))
     device = distributed.process_device(auto_device(device), info)
     # Resized to the model's input size as it is loaded: full-size masks never reach a batch.
+    # With scale jitter, to the largest size the model may draw: it then only shrinks.
+    largest = max((config.min_size, *config.train_min_sizes))
     dataset = CocoDataset(data_root, split=config.train_split, categories=config.categories,
-                          transforms=ResizeToInput(config.min_size, config.max_size))
+                          transforms=ResizeToInput(largest, config.max_size))
     if info.is_main and dataset.dropped:
         print(dataset.dropped_summary(), file=sys.stderr, flush=True)
     # The number of classes is a property of the data, not a knob: take it from the dataset.

@@ -43,7 +43,7 @@ class MaskRCNN(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.transform = BatchTransform(cfg.min_size, cfg.max_size, cfg.pixel_mean, cfg.pixel_std,
-                                        cfg.size_divisible)
+                                        cfg.size_divisible, cfg.train_min_sizes)
         self.backbone = ResNet(cfg.backbone_depth, cfg.norm, cfg.group_norm_groups,
                                cfg.backbone_width)
         self.fpn = FPN(self.backbone.out_channels, cfg.fpn_channels)

@@ -3,7 +3,8 @@
 `BatchTransform` is the first and last step of `MaskRCNN.forward`:
 
     images (3, H_i, W_i) in [0, 1], any sizes
-      -> resize so the shorter side is min_size (the longer at most max_size)
+      -> resize so the shorter side is min_size (the longer at most max_size); in training,
+         with scale jitter, a size drawn per image from train_min_sizes instead
       -> normalise with the ImageNet mean and std
       -> pad bottom/right with zeros into one (B, 3, H_pad, W_pad) tensor, multiples of 32
     ... the network runs on the batch ...
@@ -12,8 +13,9 @@
 Targets go through the same resize (boxes scaled per axis, masks by nearest neighbour at pixel
 centres) and lose their crowd instances, which are never training targets.
 
-`RandomHorizontalFlip` is data augmentation: it belongs to the dataset
-(`CocoDataset(..., transforms=RandomHorizontalFlip(0.5))`), not to the model.
+`RandomHorizontalFlip` and `RandomCopyPaste` are data augmentation: they belong to the data,
+not to the model. A flip needs one image (`CocoDataset(..., transforms=RandomHorizontalFlip(0.5))`
+works); a paste needs two, so the training loop applies both to each batch (engine.schedule).
 
 Shape legend: B images, N instances, D detections, M mask side (28), H x W image size.
 """
@@ -60,9 +62,10 @@ class BatchTransform(nn.Module):
     """
 
     def __init__(self, min_size: int, max_size: int, pixel_mean, pixel_std,
-                 size_divisible: int = 32):
+                 size_divisible: int = 32, train_min_sizes: tuple[int, ...] = ()):
         super().__init__()
         self.min_size, self.max_size, self.size_divisible = min_size, max_size, size_divisible
+        self.train_min_sizes = tuple(train_min_sizes)  # scale jitter; () = min_size always
         # Not persistent: they come from the config, so checkpoints need not carry them.
         mean = torch.tensor(pixel_mean, dtype=torch.float32)[:, None, None]  # (3, 1, 1)
         std = torch.tensor(pixel_std, dtype=torch.float32)[:, None, None]  # (3, 1, 1)
@@ -70,11 +73,20 @@ class BatchTransform(nn.Module):
         self.register_buffer("pixel_std", std, persistent=False)
 
     def forward(self, images: list[torch.Tensor], targets: list[dict] | None = None):
-        sizes = [resized_size(*img.shape[-2:], self.min_size, self.max_size) for img in images]
+        sizes = [resized_size(*img.shape[-2:], self.input_min_size(), self.max_size)
+                 for img in images]
         batch = self.pad([self.resize_image(img, size) for img, size in zip(images, sizes)])
         if targets is not None:
             targets = [resize_target(drop_crowd(t), size) for t, size in zip(targets, sizes)]
         return batch, sizes, targets  # (B, 3, H_pad, W_pad), [(h, w)], [dict] or None
+
+    def input_min_size(self) -> int:
+        """The shorter side for one image: min_size, or in training with scale jitter one of
+        train_min_sizes, drawn from torch's global RNG (which the training loop seeds per
+        iteration, so a resumed run draws the same sizes)."""
+        if not (self.training and self.train_min_sizes):
+            return self.min_size
+        return self.train_min_sizes[int(torch.randint(len(self.train_min_sizes), ()))]
 
     def resize_image(self, image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Normalise one (3, H, W) image and resize it bilinearly to size (h, w)."""
@@ -129,6 +141,87 @@ class RandomHorizontalFlip:
         x1, y1, x2, y2 = target["boxes"].unbind(1)  # 4 x (N,)
         boxes = torch.stack([width - x2, y1, width - x1, y2], dim=1)  # (N, 4)
         return image.flip(-1), {**target, "boxes": boxes, "masks": target["masks"].flip(-1)}
+
+
+def boxes_of_masks(masks: torch.Tensor) -> torch.Tensor:
+    """Tight (x1, y1, x2, y2) boxes of (N, H, W) masks, x2 = last column + 1 (COCO's bbox rule);
+    an empty mask gives (0, 0, 0, 0)."""
+    rows, cols = masks.bool().any(dim=2), masks.bool().any(dim=1)  # (N, H), (N, W)
+    # argmax returns the first maximum: the first occupied row or column from either end
+    y1, x1 = rows.int().argmax(dim=1), cols.int().argmax(dim=1)  # (N,)
+    y2 = rows.shape[1] - rows.flip(1).int().argmax(dim=1)  # (N,)
+    x2 = cols.shape[1] - cols.flip(1).int().argmax(dim=1)  # (N,)
+    boxes = torch.stack([x1, y1, x2, y2], dim=1).to(torch.float32)  # (N, 4)
+    return boxes * rows.any(dim=1, keepdim=True)  # empty masks: all zeros
+
+
+def copy_paste(image: torch.Tensor, target: dict, source_image: torch.Tensor, source_target: dict,
+               chosen: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Paste the `chosen` instances of a source image onto `image` (Ghiasi et al. 2021, "Simple
+    Copy-Paste").
+
+    image (3, H, W), source_image (3, Hs, Ws); chosen: (Ns,) bool over the source's instances.
+    The source sits at the top-left corner: where the sizes differ, what falls outside `image`
+    is cut off. Pasted pixels replace the image's, so the pasted instances hide what lies under
+    them: every mask of `image` loses those pixels, an instance the paste hides entirely is
+    dropped, and a box whose mask lost pixels is re-fitted to what remains (untouched boxes stay
+    as they were). Pasted instances get the tight box of their (cut) mask; one cut down to no
+    pixel is left out. Crowd instances are never pasted. The inputs are not modified.
+    Returns (image (3, H, W), target with boxes, labels, masks, iscrowd, area and, when the input
+    had one, image_id). `area` becomes every instance's pixel count at this image's size (the
+    dataset's is COCO's, at the original size); training does not read it.
+    """
+    (h, w), (hs, ws) = image.shape[-2:], source_image.shape[-2:]
+    ch, cw = min(h, hs), min(w, ws)  # the region the two images share
+    chosen = chosen.to(source_target["labels"].device)
+    crowd = source_target.get("iscrowd", torch.zeros_like(source_target["labels"]))  # (Ns,)
+    chosen = chosen & (crowd == 0)  # crowd regions are not instances to paste
+    pasted = source_target["masks"].new_zeros((int(chosen.sum()), h, w))  # (P, H, W)
+    pasted[:, :ch, :cw] = source_target["masks"][chosen][:, :ch, :cw]
+    alive = pasted.flatten(1).bool().any(dim=1)  # (P,) one cut down to nothing is left out
+    pasted = pasted[alive]
+    if len(pasted) == 0:
+        return image, target
+    cover = pasted.bool().any(dim=0)  # (H, W) pixels the pasted instances take over
+    image = torch.where(cover, torch.nn.functional.pad(source_image[:, :ch, :cw],
+                                                       (0, w - cw, 0, h - ch)), image)
+    masks = target["masks"] * (~cover).to(target["masks"].dtype)  # (N, H, W) what stays visible
+    changed = (masks != target["masks"]).flatten(1).any(dim=1)  # (N,)
+    # dropped: what the paste hid entirely (a mask already empty before it stays, as elsewhere)
+    visible = ~changed | masks.flatten(1).bool().any(dim=1)  # (N,)
+    boxes = torch.where(changed[:, None], boxes_of_masks(masks), target["boxes"])[visible]
+    masks = torch.cat([masks[visible], pasted])  # (N' + P, H, W)
+    iscrowd = target.get("iscrowd", torch.zeros_like(target["labels"]))  # (N,)
+    out = {"boxes": torch.cat([boxes, boxes_of_masks(pasted)]),
+           "labels": torch.cat([target["labels"][visible], source_target["labels"][chosen][alive]]),
+           "masks": masks,
+           "iscrowd": torch.cat([iscrowd[visible], iscrowd.new_zeros(len(pasted))]),
+           "area": masks.flatten(1).sum(dim=1).to(torch.float32)}
+    if "image_id" in target:
+        out["image_id"] = target["image_id"]
+    return image, out
+
+
+class RandomCopyPaste:
+    """With probability p, paste a random half (each instance with probability 1/2) of a source
+    image's instances onto an image: `copy_paste` with a random choice.
+
+    __call__(image, target, source_image, source_target) -> (image, target).
+    generator: None (torch's global RNG), an int seed, or a torch.Generator.
+    """
+
+    def __init__(self, p: float = 0.5, generator=None):
+        self.p = p
+        if isinstance(generator, int):
+            generator = torch.Generator().manual_seed(generator)
+        self.generator = generator
+
+    def __call__(self, image, target, source_image, source_target):
+        if torch.rand((), generator=self.generator).item() >= self.p:
+            return image, target
+        n = len(source_target["labels"])
+        chosen = torch.rand(n, generator=self.generator) < 0.5  # (Ns,)
+        return copy_paste(image, target, source_image, source_target, chosen)
 
 
 class ResizeToInput:
