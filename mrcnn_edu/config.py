@@ -86,8 +86,8 @@ class Config:
     max_size: int = 1333  # ... unless the longer side would exceed this
     size_divisible: int = 32  # pad the batch so H and W are multiples of this
     # Scale jitter: in training, each image's shorter side is drawn from these instead of
-    # min_size (torchvision's min_size tuple); () trains at min_size. Evaluation uses min_size.
-    train_min_sizes: tuple[int, ...] = ()
+    # min_size (torchvision's min_size tuple). Evaluation always uses min_size.
+    train_min_sizes: tuple[int, ...] = ()  # () = no jitter: training uses min_size too
     pixel_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # RGB, images in [0, 1]
     pixel_std: tuple[float, float, float] = (0.229, 0.224, 0.225)  # RGB, images in [0, 1]
 
@@ -110,9 +110,9 @@ class Config:
     log_every: int = 20  # print losses every this many iterations
     seed: int = 0  # seed of torch, numpy and the data order
     hflip_prob: float = 0.5  # probability of a horizontal flip of a training image
-    # probability that a training image gets about half the instances of the next image of its
-    # batch pasted on top (Ghiasi et al. 2021, Simple Copy-Paste); needs batch_size >= 2
-    copy_paste_prob: float = 0.0
+    # Copy-paste (Ghiasi et al. 2021): a training image may get about half the instances of the
+    # next image of its batch pasted on top; needs batch_size >= 2
+    copy_paste_prob: float = 0.0  # probability of that paste per image; 0 = off
     num_workers: int = 2  # DataLoader worker processes
     train_split: str = "train2017"  # split trained on: annotations/instances_{split}.json
     val_split: str = "val2017"  # split evaluated on (and the train split too, for overfitting)
