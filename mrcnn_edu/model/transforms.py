@@ -119,6 +119,11 @@ class BatchTransform(nn.Module):
         return results
 
 
+def as_generator(generator):
+    """None (torch's global RNG) or a torch.Generator as given; an int seeds a new Generator."""
+    return torch.Generator().manual_seed(generator) if isinstance(generator, int) else generator
+
+
 class RandomHorizontalFlip:
     """Flip an image and its target left-right with probability p.
 
@@ -129,10 +134,7 @@ class RandomHorizontalFlip:
     """
 
     def __init__(self, p: float = 0.5, generator=None):
-        self.p = p
-        if isinstance(generator, int):
-            generator = torch.Generator().manual_seed(generator)
-        self.generator = generator
+        self.p, self.generator = p, as_generator(generator)
 
     def __call__(self, image: torch.Tensor, target: dict):
         if torch.rand((), generator=self.generator).item() >= self.p:
@@ -211,10 +213,7 @@ class RandomCopyPaste:
     """
 
     def __init__(self, p: float = 0.5, generator=None):
-        self.p = p
-        if isinstance(generator, int):
-            generator = torch.Generator().manual_seed(generator)
-        self.generator = generator
+        self.p, self.generator = p, as_generator(generator)
 
     def __call__(self, image, target, source_image, source_target):
         if torch.rand((), generator=self.generator).item() >= self.p:
