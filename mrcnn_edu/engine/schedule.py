@@ -37,6 +37,11 @@ def iteration_seed(seed, iteration, rank=0, purpose="model"):
     return int.from_bytes(digest[:7], "little")
 
 
+def iteration_generator(config, iteration, info, purpose):
+    """A torch.Generator for one kind of random choice of `iteration` on this rank."""
+    return torch.Generator().manual_seed(iteration_seed(config.seed, iteration, info.rank, purpose))
+
+
 @functools.lru_cache(maxsize=4)
 def epoch_permutation(epoch, num_images, seed):
     """The order in which epoch `epoch` visits the dataset: a permutation seeded by (seed, epoch)."""
@@ -82,8 +87,8 @@ def flip_batch(images, targets, iteration, config, info):
     """
     if config.hflip_prob <= 0:
         return images, targets
-    g = torch.Generator().manual_seed(iteration_seed(config.seed, iteration, info.rank, "flip"))
-    flip = RandomHorizontalFlip(config.hflip_prob, generator=g)
+    flip = RandomHorizontalFlip(config.hflip_prob, iteration_generator(config, iteration, info,
+                                                                       "flip"))
     pairs = [flip(image, target) for image, target in zip(images, targets)]
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
@@ -96,8 +101,8 @@ def paste_batch(images, targets, iteration, config, info):
     """
     if config.copy_paste_prob <= 0 or len(images) < 2:
         return images, targets
-    g = torch.Generator().manual_seed(iteration_seed(config.seed, iteration, info.rank, "paste"))
-    paste = RandomCopyPaste(config.copy_paste_prob, generator=g)
+    paste = RandomCopyPaste(config.copy_paste_prob, iteration_generator(config, iteration, info,
+                                                                        "paste"))
     sources = list(zip(images[1:] + images[:1], targets[1:] + targets[:1]))
     pairs = [paste(image, target, *source)
              for image, target, source in zip(images, targets, sources)]

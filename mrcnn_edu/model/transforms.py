@@ -185,8 +185,7 @@ def copy_paste(image: torch.Tensor, target: dict, source_image: torch.Tensor, so
     if len(pasted) == 0:
         return image, target
     cover = pasted.bool().any(dim=0)  # (H, W) pixels the pasted instances take over
-    image = torch.where(cover, torch.nn.functional.pad(source_image[:, :ch, :cw],
-                                                       (0, w - cw, 0, h - ch)), image)
+    image = torch.where(cover, F.pad(source_image[:, :ch, :cw], (0, w - cw, 0, h - ch)), image)
     masks = target["masks"] * (~cover).to(target["masks"].dtype)  # (N, H, W) what stays visible
     changed = (masks != target["masks"]).flatten(1).any(dim=1)  # (N,)
     # dropped: what the paste hid entirely (a mask already empty before it stays, as elsewhere)
