@@ -360,7 +360,8 @@ def main(argv=None):
     markdown = to_markdown(args, image_id, image, target, k, counts, groups, results, memory,
                            checks, table, device)
     if not args.no_write:
-        write_section("vs_torchvision", markdown)
+        # a CUDA run gets its own section: it must not replace the CPU comparison
+        write_section("vs_torchvision" if device.type == "cpu" else f"vs_torchvision_{device.type}", markdown)
     print(markdown)
 
 
@@ -369,8 +370,12 @@ def to_markdown(args, image_id, image, target, k, counts, groups, results, memor
     train, evals, loads = results["train"], results["eval"], results["loads"]
     load = lambda key: f"{loads[key][0]:.1f} → {loads[key][1]:.1f}"  # noqa: E731
     mem_what = "CUDA max_memory_allocated" if device.type == "cuda" else "anonymous RSS"
+    # a GPU step takes tens of milliseconds: seconds with two decimals would hide the ratio
+    unit, per_s = ("ms", 1000.0) if device.type == "cuda" else ("s", 1.0)
+    train = {n: v * per_s for n, v in train.items()}
+    evals = {n: v * per_s for n, v in evals.items()}
     lines = [
-        "## Our R-50-FPN vs torchvision's Mask R-CNN (one process)", "",
+        f"## Our R-50-FPN vs torchvision's Mask R-CNN (one process{', ' + device.type if device.type != 'cpu' else ''})", "",
         f"Command: `PYTHONPATH=. {command_line()}` (Python of a venv with torchvision)  ",
         f"Machine: {machine_line()}; torchvision {torchvision.__version__}; device {device}"
         f"{'; ours in channels_last' if args.channels_last else ''}; "
@@ -384,9 +389,9 @@ def to_markdown(args, image_id, image, target, k, counts, groups, results, memor
         "1-minute load average before → after the block.", "",
         "| | ours (mrcnn_edu) | torchvision | ours / torchvision | load |",
         "|---|---|---|---|---|",
-        f"| train step (forward + losses + backward + clip + SGD), s | {train['ours']:.2f} | "
+        f"| train step (forward + losses + backward + clip + SGD), {unit} | {train['ours']:.2f} | "
         f"{train['torchvision']:.2f} | {train['ours'] / train['torchvision']:.2f} | {load('train')} |",
-        f"| eval forward (incl. post-processing), s | {evals['ours']:.2f} | {evals['torchvision']:.2f} | "
+        f"| eval forward (incl. post-processing), {unit} | {evals['ours']:.2f} | {evals['torchvision']:.2f} | "
         f"{evals['ours'] / evals['torchvision']:.2f} | {load('eval')} |",
         f"| peak memory growth over a train step ({mem_what}), MB | {memory['ours']:.0f} | "
         f"{memory['torchvision']:.0f} | {memory['ours'] / memory['torchvision'] if memory['torchvision'] > 0 else float('nan'):.2f} | "
@@ -398,11 +403,11 @@ def to_markdown(args, image_id, image, target, k, counts, groups, results, memor
         "", "Parameters by part (ours / torchvision): " + "; ".join(
             f"{part} {groups['ours'][part]:,} / {groups['torchvision'][part]:,}" for part in groups["ours"])
         + ".", "",
-        "Where a train step goes, median seconds over the timed steps (wrappers around each "
+        f"Where a train step goes, median {'milliseconds' if unit == 'ms' else 'seconds'} over the timed steps (wrappers around each "
         "model's submodules; \"RPN\" and \"RoI heads\" include their losses):", "",
         "| stage | ours | torchvision | ours / torchvision |", "|---|---|---|---|"]
     for stage in STAGES:
-        a, b = results["stages"]["ours"][stage], results["stages"]["torchvision"][stage]
+        a, b = (results["stages"][n][stage] * per_s for n in NAMES)
         lines.append(f"| {stage} | {a:.2f} | {b:.2f} | {a / b:.2f} |" if b else f"| {stage} | {a:.2f} | {b:.2f} | |")
     lines += ["", "Both models train (every step's losses are checked finite; the losses and gradients of "
               "the last timed step):  ", "  \n".join(checks), "",

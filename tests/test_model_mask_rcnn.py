@@ -244,3 +244,63 @@ def test_r50_fpn_has_the_parameter_count_torchvision_publishes():
     background included): same layers, same widths, same heads, no extra bias anywhere."""
     m = MaskRCNN(dataclasses.replace(preset("r50_fpn"), num_classes=90))
     assert sum(p.numel() for p in m.parameters()) == 44_401_393
+
+
+def every_anchor_and_roi_config():
+    """small_config where nothing random can differ between devices: every anchor and every
+    RoI is sampled (batch sizes above their counts, so each pick is "all of them"), and no
+    top-n cut can fall between two nearly equal scores."""
+    return small_config(rpn_batch_size_per_image=10**6, roi_batch_size_per_image=10**6,
+                        rpn_pre_nms_top_n_train=10**6, rpn_post_nms_top_n_train=10**6,
+                        rpn_pre_nms_top_n_test=10**6, rpn_post_nms_top_n_test=10**6,
+                        score_thresh=0.0)
+
+
+def relative_difference(got, want):
+    return ((got.detach().cpu().double() - want.detach().double()).abs().max()
+            / want.detach().double().abs().max().clamp_min(1e-12)).item()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_whole_model_on_cuda_matches_the_cpu():
+    """The model's CUDA path against its CPU path, same weights and images: the five losses,
+    every parameter's gradient, and the detections agree in float32 (TF32 off, so that the GPU
+    multiplies in full float32 as the CPU does)."""
+    import copy
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        torch.manual_seed(0)
+        cpu_model = MaskRCNN(every_anchor_and_roi_config())
+        gpu_model = copy.deepcopy(cpu_model).cuda()
+        images, targets = two_images()
+        on_gpu = [{k: v.cuda() for k, v in t.items()} for t in targets]
+        losses = {"cpu": cpu_model(images, targets), "gpu": gpu_model([i.cuda() for i in images], on_gpu)}
+        for key in LOSS_KEYS:
+            assert losses["gpu"][key].device.type == "cuda"
+            assert relative_difference(losses["gpu"][key], losses["cpu"][key]) < 1e-3, key
+        sum(losses["cpu"].values()).backward()
+        sum(losses["gpu"].values()).backward()
+        for (name, p_cpu), p_gpu in zip(cpu_model.named_parameters(), gpu_model.parameters()):
+            if p_cpu.grad is not None and p_cpu.grad.abs().max() > 0:
+                assert relative_difference(p_gpu.grad, p_cpu.grad) < 1e-3, name
+
+        cpu_model.eval(), gpu_model.eval()
+        with torch.no_grad():
+            want = cpu_model(images)
+            got = gpu_model([i.cuda() for i in images])
+        for d_gpu, d_cpu in zip(got, want):
+            assert len(d_cpu["scores"]) > 0
+            # same detections up to order among near-equal scores: match each CPU box to the GPU
+            # box of the same class that overlaps it most
+            iou = box_iou(d_cpu["boxes"], d_gpu["boxes"].cpu())  # (D_cpu, D_gpu)
+            same_class = d_cpu["labels"][:, None] == d_gpu["labels"].cpu()[None, :]
+            best, j = torch.where(same_class, iou, torch.zeros_like(iou)).max(1)
+            matched = best > 0.999
+            assert matched.float().mean() >= 0.95, f"{int(matched.sum())} of {len(best)} matched"
+            scores = d_gpu["scores"].cpu()[j[matched]]
+            assert (scores - d_cpu["scores"][matched]).abs().max() < 1e-4
+            masks = d_gpu["masks"].cpu()[j[matched]]  # binary: a pixel at the threshold may flip
+            assert (masks != d_cpu["masks"][matched]).float().mean() < 1e-3
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32

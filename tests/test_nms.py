@@ -1,4 +1,6 @@
 """Tests for lesson 04 (first half): nms, batched_nms (reference and twin)."""
+import importlib
+
 import numba
 import numpy as np
 import pytest
@@ -7,6 +9,8 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
 from mrcnn_edu import ops, reference as ref
+
+nms_module = importlib.import_module("mrcnn_edu.ops.nms")  # `ops.nms` is the function
 
 
 def slow_nms(boxes, scores, threshold):
@@ -226,6 +230,18 @@ def test_twin_matches_reference_float32():
     rng = np.random.default_rng(7)
     boxes, scores = clustered_boxes(rng, 2000).astype(np.float32), rng.random(2000).astype(np.float32)
     assert twin_nms(boxes, scores, 0.7, torch.float32).tolist() == ref.nms(boxes, scores, 0.7).tolist()
+
+
+@pytest.mark.parametrize("sweep", [(4096, 8), (300, 3), (1, 1)])
+def test_any_block_size_and_check_interval_gives_the_same_result(monkeypatch, sweep):
+    """The GPU's sweep (one big block, the fixed point tested every 8 steps), and odd sizes,
+    run here on the CPU: the kept boxes must not depend on them."""
+    rng = np.random.default_rng(9)
+    boxes, scores = clustered_boxes(rng, 2000).astype(np.float32), rng.random(2000).astype(np.float32)
+    monkeypatch.setattr(nms_module, "sweep_settings", lambda device: sweep)
+    for threshold in (0.3, 0.7):
+        got = ops.nms(torch.tensor(boxes), torch.tensor(scores), threshold)
+        assert got.tolist() == ref.nms(boxes, scores, threshold).tolist()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -130,7 +130,9 @@ for threshold in (0.3, 0.5, 0.7, 0.9):
 # without a compiled kernel. It sweeps the sorted boxes in blocks of 256. Inside a block, the
 # greedy decisions solve keep[j] = not any(keep[i] and IoU(i, j) > t, i < j): a triangular system
 # with one solution, found by iterating from "keep everything" until nothing changes (a few
-# matrix-vector products). The block's kept boxes then suppress every later box at once.
+# matrix-vector products). The block's kept boxes then suppress every later box at once. On a
+# GPU the blocks hold up to 4,096 boxes and the fixed point is tested only every 8 steps, since
+# there each block and each test waits for the device; the kept boxes are the same.
 
 # %%
 print(inspect.getsource(resolve_block))

@@ -23,6 +23,11 @@ import torch
 from .boxes import box_area
 
 BLOCK = 256  # boxes per block: big enough to amortise the per-block overhead, small enough for cache
+# On a GPU an (N, N) IoU of a few thousand boxes costs microseconds, while every block and every
+# fixed-point test waits for the device (a `nonzero`, a `torch.equal`): there the blocks are
+# as large as GPU_BLOCK, and the fixed point is tested every GPU_STEPS_PER_CHECK steps.
+GPU_BLOCK = 4096
+GPU_STEPS_PER_CHECK = 8
 
 
 def check_scores(scores, num_boxes, name="scores"):
@@ -57,27 +62,38 @@ def overlaps_above(boxes1, area1, boxes2, area2, iou_threshold):
     return inter.div_(union) > iou_threshold  # (K, L)
 
 
-def resolve_block(suppresses):
+def resolve_block(suppresses, steps_per_check=1):
     """Greedy keep-flags of one block from its (B, B) strictly upper-triangular matrix
     suppresses[i, j] = (i before j and IoU > threshold).
 
     The greedy rule keep[j] = not any(keep[i] and suppresses[i, j] for i < j) is a triangular
     system with exactly one solution, so iterating keep <- rule(keep) from all-True stops exactly
     there (a fixed point must be it). Each step settles at least one more box in order; in
-    practice a few steps suffice.
+    practice a few steps suffice. Steps past the fixed point change nothing, so several may run
+    between two tests for it (`steps_per_check`; each test waits for a GPU).
     """
     weights = suppresses.to(torch.float32)  # (B, B) matmul does the "any" as a sum
     keep = torch.ones(len(weights), dtype=torch.bool, device=weights.device)  # (B,)
     while True:
-        new_keep = (keep.to(torch.float32) @ weights) == 0  # (B,) no kept box suppresses j
-        if torch.equal(new_keep, keep):
+        for _ in range(steps_per_check):
+            previous = keep
+            keep = (previous.to(torch.float32) @ weights) == 0  # (B,) no kept box suppresses j
+        if torch.equal(keep, previous):
             return keep
-        keep = new_keep
+
+
+def sweep_settings(device):
+    """(boxes per block, fixed-point steps per test) for NMS on `device`; any values give the
+    same result, only the time differs."""
+    if device.type == "cuda":
+        return GPU_BLOCK, GPU_STEPS_PER_CHECK
+    return BLOCK, 1
 
 
 def nms(boxes, scores, iou_threshold):
     """Torch twin of `mrcnn_edu.reference.nms.nms`: same contract (int64 indices of the kept
     boxes, highest score first; ties lower index first), any device and float dtype."""
+    block_size, steps_per_check = sweep_settings(boxes.device)
     boxes = _check_boxes(boxes).detach()  # indices only: no graph, in-place is safe
     scores = check_scores(scores, len(boxes)).detach()
     order = torch.sort(scores, descending=True, stable=True).indices  # (N,) ties by index
@@ -86,15 +102,15 @@ def nms(boxes, scores, iou_threshold):
     n = len(order)
     suppressed = torch.zeros(n, dtype=torch.bool, device=boxes.device)  # (N,) in visiting order
     keep = torch.zeros(n, dtype=torch.bool, device=boxes.device)  # (N,) in visiting order
-    for start in range(0, n, BLOCK):  # a loop over N / B blocks, not over boxes
-        stop = min(start + BLOCK, n)
+    for start in range(0, n, block_size):  # a loop over N / B blocks, not over boxes
+        stop = min(start + block_size, n)
         block = torch.nonzero(~suppressed[start:stop]).flatten() + start  # (B',) not suppressed
         if block.numel() == 0:
             continue
         block_boxes, block_areas = sorted_boxes[block], areas[block]  # (B', 4), (B',)
         above = overlaps_above(block_boxes, block_areas, block_boxes, block_areas, iou_threshold)
         suppresses = torch.triu(above, diagonal=1)  # (B', B') earlier -> later
-        kept = block[resolve_block(suppresses)]  # (K,)
+        kept = block[resolve_block(suppresses, steps_per_check)]  # (K,)
         keep[kept] = True
         later = torch.nonzero(~suppressed[stop:]).flatten() + stop  # (L,) after the block
         if later.numel() == 0:

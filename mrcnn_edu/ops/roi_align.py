@@ -60,6 +60,15 @@ def size_chunks(sizes, budget=None):
     return slices + ([slice(start, len(sizes))] if start < len(sizes) else [])
 
 
+def divide(values, n):
+    """values / n rounded as one IEEE division on every device, as the C++ and CUDA kernels
+    divide. CUDA turns a division by a Python number into a multiplication by its reciprocal,
+    which can round to the other side of an integer (in float32 6 / 7 * 7 is 6, but
+    6 * (1 / 7) * 7 is just above it), and a ceil or floor then picks another cell or sample
+    count; a divisor tensor of the same shape keeps it one division."""
+    return values / torch.full_like(values, n)
+
+
 def _roi_geometry(rois, h, w, spatial_scale, sampling_ratio, aligned):
     """Per-RoI start, bin size and sample counts: a dict of (K,) tensors (the reference's rules)."""
     offset = 0.5 if aligned else 0.0
@@ -73,10 +82,10 @@ def _roi_geometry(rois, h, w, spatial_scale, sampling_ratio, aligned):
         grid_h = torch.full((len(rois),), sampling_ratio, dtype=torch.long, device=rois.device)
         grid_w = grid_h
     else:  # RoIs of no size get no samples
-        grid_h = torch.ceil(roi_h / h).long().clamp(min=0)  # (K,)
-        grid_w = torch.ceil(roi_w / w).long().clamp(min=0)
+        grid_h = torch.ceil(divide(roi_h, h)).long().clamp(min=0)  # (K,)
+        grid_w = torch.ceil(divide(roi_w, w)).long().clamp(min=0)
     return {"batch": rois[:, 0].long(), "start_y": boxes[:, 1], "start_x": boxes[:, 0],
-            "bin_h": roi_h / h, "bin_w": roi_w / w, "grid_h": grid_h, "grid_w": grid_w}
+            "bin_h": divide(roi_h, h), "bin_w": divide(roi_w, w), "grid_h": grid_h, "grid_w": grid_w}
 
 
 def axis_samples(start, bin_size, pooled, grid, limit):
@@ -88,7 +97,7 @@ def axis_samples(start, bin_size, pooled, grid, limit):
     bins = torch.arange(pooled, dtype=start.dtype, device=start.device)  # (pooled,)
     steps = torch.arange(grid, dtype=start.dtype, device=start.device) + 0.5  # (grid,)
     pos = (start[:, None, None] + bins[None, :, None] * bin_size[:, None, None]
-           + steps[None, None, :] * bin_size[:, None, None] / grid)  # (G, pooled, grid)
+           + divide(steps[None, None, :] * bin_size[:, None, None], grid))  # (G, pooled, grid)
     inside = (pos >= -1.0) & (pos <= limit)
     pos = pos.clamp(min=0)
     low = pos.floor().clamp(max=limit - 1)  # past the last cell centre both neighbours are it

@@ -15,7 +15,7 @@ at a time.
 import torch
 import torch.nn.functional as F
 
-from .roi_align import _check_inputs, size_chunks
+from .roi_align import _check_inputs, divide, size_chunks
 
 
 def round_half_away(values):
@@ -29,7 +29,7 @@ def pool_bins(start, end, pooled, limit, dtype=torch.float64):
     The bin edges are computed in `dtype`, the map's precision, as the kernel does (they differ:
     7 * (58 / 7) is 58.0 in float32, just above 58 in float64)."""
     roi_size = (end - start + 1).clamp(min=1)  # (K,) the inclusive "+1" count of Fast R-CNN
-    bin_size = roi_size.to(dtype) / pooled  # (K,)
+    bin_size = divide(roi_size.to(dtype), pooled)  # (K,) one division, on every device
     steps = torch.arange(pooled, dtype=bin_size.dtype, device=bin_size.device)  # (pooled,)
     lo = torch.floor(steps[None] * bin_size[:, None]).long() + start[:, None]  # (K, pooled)
     hi = torch.ceil((steps[None] + 1) * bin_size[:, None]).long() + start[:, None]
