@@ -91,10 +91,13 @@ class BasicBlock(nn.Module):
         self.downsample = _shortcut(cin, cout, stride, norm, groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # In place, as torchvision does: the norms' outputs are kept by no backward pass, so
+        # ReLU and the shortcut's sum may overwrite them instead of allocating another map.
         identity = x if self.downsample is None else self.downsample(x)
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
         out = self.bn2(self.conv2(out))
-        return F.relu(out + identity)
+        out += identity
+        return F.relu(out, inplace=True)
 
 
 class Bottleneck(nn.Module):
@@ -118,10 +121,11 @@ class Bottleneck(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = F.relu(self.bn2(self.conv2(out)))
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)  # in place: see BasicBlock
+        out = F.relu(self.bn2(self.conv2(out)), inplace=True)
         out = self.bn3(self.conv3(out))
-        return F.relu(out + identity)
+        out += identity
+        return F.relu(out, inplace=True)
 
 
 def _shortcut(cin: int, cout: int, stride: int, norm: str, groups: int) -> nn.Module | None:
@@ -169,7 +173,7 @@ class ResNet(nn.Module):
                     nn.init.zeros_(m.bn3.weight if isinstance(m, Bottleneck) else m.bn2.weight)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = F.relu(self.bn1(self.conv1(x)))  # (B, width, H/2, W/2)
+        x = F.relu(self.bn1(self.conv1(x)), inplace=True)  # (B, width, H/2, W/2)
         x = F.max_pool2d(x, kernel_size=3, stride=2, padding=1)  # (B, width, H/4, W/4)
         c2 = self.layer1(x)  # (B, C2, H/4, W/4)
         c3 = self.layer2(c2)  # (B, C3, H/8, W/8)

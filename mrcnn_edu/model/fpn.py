@@ -38,7 +38,8 @@ class FPN(nn.Module):
         for i in range(len(features) - 2, -1, -1):  # C4, C3, C2: coarse to fine
             lateral = self.lateral[i](features[i])  # (B, F, h, w)
             # size= rather than scale_factor=2 so an odd-sized map (unpadded input) still adds up.
-            top = lateral + F.interpolate(top, size=lateral.shape[-2:], mode="nearest")
+            # In place: the lateral conv's backward needs its input, not this output.
+            top = lateral.add_(F.interpolate(top, size=lateral.shape[-2:], mode="nearest"))
             outputs.insert(0, self.output[i](top))
         outputs.append(F.max_pool2d(outputs[-1], kernel_size=1, stride=2))  # P6
         return outputs

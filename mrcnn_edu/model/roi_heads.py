@@ -69,8 +69,9 @@ class BoxHead(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = F.relu(self.norm6(self.fc6(x.flatten(1))))  # (S, dim)
-        x = F.relu(self.norm7(self.fc7(x)))  # (S, dim)
+        # ReLU in place: no backward pass keeps a layer's output, only its input
+        x = F.relu(self.norm6(self.fc6(x.flatten(1))), inplace=True)  # (S, dim)
+        x = F.relu(self.norm7(self.fc7(x)), inplace=True)  # (S, dim)
         return self.cls_score(x), self.bbox_pred(x)  # (S, K1), (S, 4 * K1)
 
 
@@ -96,8 +97,8 @@ class MaskHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for conv, norm in zip(self.convs, self.norms):
-            x = F.relu(norm(conv(x)))  # (F, dim, 14, 14)
-        x = F.relu(self.deconv(x))  # (F, dim, 28, 28)
+            x = F.relu(norm(conv(x)), inplace=True)  # (F, dim, 14, 14) in place, as in BoxHead
+        x = F.relu(self.deconv(x), inplace=True)  # (F, dim, 28, 28)
         return self.predictor(x)  # (F, K1, 28, 28)
 
 

@@ -58,7 +58,7 @@ class RPNHead(nn.Module):
         """
         objectness, deltas = [], []
         for x in features:
-            t = F.relu(self.conv(x))  # (B, C, H_l, W_l)
+            t = F.relu(self.conv(x), inplace=True)  # (B, C, H_l, W_l) in place: nothing keeps it
             o = self.objectness(t)  # (B, A, H_l, W_l)
             d = self.deltas(t)  # (B, 4A, H_l, W_l)
             b, a, h, w = o.shape
