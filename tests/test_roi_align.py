@@ -219,6 +219,36 @@ def test_sample_bags_are_roi_align(ratio):
 
 
 @TWINS_ONLY
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("aligned", [True, False])
+def test_padded_groups_give_the_same_bins_and_gradients(monkeypatch, dtype, aligned):
+    """The GPU's padded groups for adaptive sampling, run here on the CPU: fewer groups, bit
+    for bit the unpadded outputs, and the same gradients up to the order in which the RoIs'
+    shares of one cell are added."""
+    twin = importlib.import_module("mrcnn_edu.ops.roi_align")  # the module, not the function
+    rng = np.random.default_rng(11)
+    feats = rng.normal(size=(2, 3, 40, 48))
+    rois = random_rois(rng, 60, 2, extent=190.0)
+    rois[:5, 3:] = rois[:5, 1:3]  # empty RoIs: no samples at all
+    grad = torch.tensor(rng.normal(size=(60, 3, 7, 5)), dtype=dtype)
+    results = {}
+    for padded in (False, True):
+        monkeypatch.setattr(twin, "pad_groups", lambda device, p=padded: p)
+        f = torch.tensor(feats, dtype=dtype, requires_grad=True)
+        out = ops.roi_align(f, torch.tensor(rois, dtype=dtype), (7, 5), 0.25, -1, aligned)
+        out.backward(grad)
+        groups = twin.sample_bags(torch.tensor(rois, dtype=dtype), (7, 5), (40, 48), 0.25, -1, aligned)
+        results[padded] = out.detach(), f.grad, len(groups)
+    assert torch.equal(results[True][0], results[False][0])
+    torch.testing.assert_close(results[True][1], results[False][1], rtol=0,
+                               atol=1e-12 if dtype == torch.float64 else 1e-5)
+    assert results[True][2] < results[False][2]
+    np.testing.assert_allclose(results[True][0].double().numpy(),
+                               ref.roi_align(feats, rois, (7, 5), 0.25, -1, aligned),
+                               rtol=0, atol=1e-12 if dtype == torch.float64 else 1e-4)
+
+
+@TWINS_ONLY
 @pytest.mark.parametrize("aligned", [True, False])
 def test_gradcheck(aligned):
     rng = np.random.default_rng(4)

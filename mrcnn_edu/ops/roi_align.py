@@ -11,7 +11,8 @@ over the map laid out as (N * H * W, C) rows, and RoIAlign is
 gather-and-sum that never materialises the gathered rows, whose backward (compiled too) hands
 each bin's gradient back to its cells with the same weights. `sample_bags` builds the bags --
 all of RoIAlign's geometry -- with no loop over RoIs: one group when sampling_ratio > 0, one
-group per (gh, gw) when sampling is adaptive (bags of one group have one size).
+group per (gh, gw) when sampling is adaptive (bags of one group have one size). On a GPU the
+adaptive groups are padded to powers of two (`pad_groups`): fewer, bigger calls, the same sums.
 """
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from .fpn_levels import assign_fpn_levels
 
 CHUNK_ELEMENTS = 1 << 22  # (row, weight) pairs in one bag table: 64 MB of int64 + float64
+GPU_CHUNK_ELEMENTS = 1 << 24  # on a GPU, fewer and bigger tables: each call waits for the host
 
 
 def _output_hw(output_size):
@@ -88,17 +90,23 @@ def _roi_geometry(rois, h, w, spatial_scale, sampling_ratio, aligned):
             "bin_h": divide(roi_h, h), "bin_w": divide(roi_w, w), "grid_h": grid_h, "grid_w": grid_w}
 
 
-def axis_samples(start, bin_size, pooled, grid, limit):
+def axis_samples(start, bin_size, pooled, grid, limit, counts=None):
     """Sample positions along one axis for a group of RoIs sharing `grid` samples per bin.
 
     start, bin_size (G,) -> (low, high, weight_low, weight_high), each (G, pooled, grid):
     the two cells a sample falls between and their bilinear weights, both 0 beyond [-1, limit].
+    `counts` (G,), optional: RoI k really has counts[k] <= grid samples per bin; its samples
+    are placed for that count and the slots past it get weight 0 (a padded group, on a GPU).
     """
     bins = torch.arange(pooled, dtype=start.dtype, device=start.device)  # (pooled,)
     steps = torch.arange(grid, dtype=start.dtype, device=start.device) + 0.5  # (grid,)
-    pos = (start[:, None, None] + bins[None, :, None] * bin_size[:, None, None]
-           + divide(steps[None, None, :] * bin_size[:, None, None], grid))  # (G, pooled, grid)
-    inside = (pos >= -1.0) & (pos <= limit)
+    offsets = steps[None, None, :] * bin_size[:, None, None]  # (G, 1, grid)
+    offsets = (divide(offsets, grid) if counts is None
+               else offsets / counts.to(start.dtype)[:, None, None])  # one IEEE division each
+    pos = start[:, None, None] + bins[None, :, None] * bin_size[:, None, None] + offsets
+    inside = (pos >= -1.0) & (pos <= limit)  # (G, pooled, grid)
+    if counts is not None:
+        inside &= steps[None, None, :] < counts[:, None, None]  # the padding slots
     pos = pos.clamp(min=0)
     low = pos.floor().clamp(max=limit - 1)  # past the last cell centre both neighbours are it
     pos = torch.where(low >= limit - 1, low, pos)
@@ -117,12 +125,19 @@ def _group_bags(g, gh, gw, map_size, output_hw):
     by gh * gw; a sample outside the map has weight 0.
     """
     (H, W), (h, w) = map_size, output_hw
-    y_low, y_high, wy_low, wy_high = axis_samples(g["start_y"], g["bin_h"], h, gh, H)  # (G,h,gh)
-    x_low, x_high, wx_low, wx_high = axis_samples(g["start_x"], g["bin_w"], w, gw, W)  # (G,w,gw)
+    counts_h, counts_w = g.get("counts_h"), g.get("counts_w")  # (G,) in a padded group
+    y_low, y_high, wy_low, wy_high = axis_samples(g["start_y"], g["bin_h"], h, gh, H,
+                                                  counts_h)  # (G, h, gh)
+    x_low, x_high, wx_low, wx_high = axis_samples(g["start_x"], g["bin_w"], w, gw, W,
+                                                  counts_w)  # (G, w, gw)
     rows = torch.stack([y_low, y_high], -1) * W  # (G, h, gh, 2) first map row of each neighbour
     cols = torch.stack([x_low, x_high], -1)  # (G, w, gw, 2)
     wy = torch.stack([wy_low, wy_high], -1)  # (G, h, gh, 2)
-    wx = torch.stack([wx_low, wx_high], -1) / (gh * gw)  # (G, w, gw, 2) the mean over samples
+    wx = torch.stack([wx_low, wx_high], -1)  # (G, w, gw, 2)
+    if counts_h is None:
+        wx = wx / (gh * gw)  # the mean over the bin's samples
+    else:
+        wx = wx / (counts_h * counts_w).to(wx.dtype)[:, None, None, None]
     base = (g["batch"] * (H * W))[:, None, None, None, None, None, None]  # image's first row
     # broadcast (G, h, 1, gh, 1, 2, 1) against (G, 1, w, 1, gw, 1, 2): (G, h, w, gh, gw, 2, 2)
     index = base + rows[:, :, None, :, None, :, None] + cols[:, None, :, None, :, None, :]
@@ -143,22 +158,48 @@ def sample_bags(rois, output_size, map_size, spatial_scale, sampling_ratio=-1, a
     """
     h, w = _output_hw(output_size)
     g = _roi_geometry(rois, h, w, spatial_scale, sampling_ratio, aligned)
+    padded = sampling_ratio <= 0 and pad_groups(rois.device)
+    if padded:  # each RoI's own counts, inside groups padded to powers of two
+        g["counts_h"], g["counts_w"] = g["grid_h"], g["grid_w"]
     if sampling_ratio > 0:  # one group: every RoI, in order
         groups = [(torch.arange(len(rois), device=rois.device), sampling_ratio, sampling_ratio)]
     else:
-        pairs = torch.stack([g["grid_h"], g["grid_w"]], 1)  # (K, 2)
-        groups = [(torch.nonzero((pairs == pairs.new_tensor(p)).all(1)).squeeze(1), *p)
-                  for p in (torch.unique(pairs, dim=0).tolist() if len(pairs) else [])]
+        groups = _count_groups(g["grid_h"], g["grid_w"], padded)
+    budget = GPU_CHUNK_ELEMENTS if padded else CHUNK_ELEMENTS
     bags = []
     for members, gh, gw in groups:
         if gh == 0 or gw == 0 or len(members) == 0:
             continue  # no samples: the bins stay 0
-        for part in size_chunks(torch.full((len(members),), 4 * gh * gw * h * w)):
+        for part in size_chunks(torch.full((len(members),), 4 * gh * gw * h * w), budget):
             picked = members[part]
             index, weight = _group_bags({k: v[picked] for k, v in g.items()}, gh, gw,
                                         tuple(map_size), (h, w))
             bags.append((picked, index, weight))
     return bags
+
+
+def pad_groups(device):
+    """Whether adaptive sampling pads its groups (on a GPU). One group per distinct (gh, gw)
+    costs a few dozen small ops and a host sync each, which a GPU waits for and a CPU does
+    not; padded to powers of two, RoIs of similar size share a group, at up to 4x the pairs
+    (the padding slots have weight 0, so the sums are the same)."""
+    return device.type == "cuda"
+
+
+def _count_groups(grid_h, grid_w, padded):
+    """[(members (G,), gh, gw)]: the RoIs of each distinct sample count (gh, gw), in RoI order,
+    groups ordered by (gh, gw); when `padded`, by the counts rounded up to powers of two."""
+    if len(grid_h) == 0:
+        return []
+    if padded:
+        grid_h, grid_w = (torch.where(c > 1, 2 ** torch.ceil(torch.log2(c.double())).long(), c)
+                          for c in (grid_h, grid_w))
+    width = int(grid_w.max()) + 1
+    key = grid_h * width + grid_w  # (K,) one number per (gh, gw)
+    order = torch.sort(key, stable=True).indices  # (K,) by count, then by RoI
+    keys, sizes = torch.unique_consecutive(key[order], return_counts=True)
+    return [(members, k // width, k % width)
+            for members, k in zip(order.split(sizes.tolist()), keys.tolist())]
 
 
 def roi_align(features, rois, output_size, spatial_scale, sampling_ratio=-1, aligned=True):
