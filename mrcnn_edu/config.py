@@ -110,6 +110,7 @@ class Config:
     log_every: int = 20  # print losses every this many iterations
     seed: int = 0  # seed of torch, numpy and the data order
     hflip_prob: float = 0.5  # probability of a horizontal flip of a training image
+    group_by_aspect_ratio: bool = True  # batches of landscape or of portrait images: less padding
     # Copy-paste (Ghiasi et al. 2021): a training image may get about half the instances of the
     # next image of its batch pasted on top; needs batch_size >= 2
     copy_paste_prob: float = 0.0  # probability of that paste per image; 0 = off

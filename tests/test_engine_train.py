@@ -55,6 +55,52 @@ def test_each_epoch_visits_every_image_once():
            [global_batch_indices(i, 50, 2, 2) for i in range(5)]
 
 
+@pytest.mark.parametrize("num_images, per_step", [(20, 2), (21, 2), (23, 3), (9, 4)])
+def test_grouped_batches_hold_one_group_and_every_epoch_visits_every_image(num_images, per_step):
+    """Aspect-ratio grouping: an epoch is still a permutation of the images, and every batch
+    that lies inside one epoch and is not among its last, leftover batches holds one group."""
+    groups = tuple(int(i % 3 == 0) for i in range(num_images))  # a third are "portrait"
+    steps = 4 * num_images // per_step + 1
+    batches = [global_batch_indices(it, num_images, per_step, 5, groups) for it in range(steps)]
+    order = [i for batch in batches for i in batch]
+    for epoch in range(4):
+        assert sorted(order[epoch * num_images:(epoch + 1) * num_images]) == list(range(num_images))
+    mixed = [b for b in batches if len({groups[i] for i in b}) > 1]
+    # per epoch: the batch straddling into it, and the leftovers (at most per_step - 1 of each
+    # of the 2 groups); every other batch holds one group
+    leftover_batches = -(-2 * (per_step - 1) // per_step)
+    assert len(mixed) <= 4 * (1 + leftover_batches) + 1
+    ungrouped = [global_batch_indices(it, num_images, per_step, 5) for it in range(steps)]
+    assert len(mixed) < sum(len({groups[i] for i in b}) > 1 for b in ungrouped)
+    # the same order on every call (resume), and another seed gives another
+    assert batches[7] == global_batch_indices(7, num_images, per_step, 5, groups)
+    assert batches != [global_batch_indices(it, num_images, per_step, 6, groups)
+                       for it in range(steps)]
+
+
+def test_one_group_keeps_the_plain_permutation():
+    """Square images (the shapes datasets) form one group: the order is the ungrouped one."""
+    for it in range(12):
+        assert global_batch_indices(it, 7, 2, 3, (0,) * 7) == global_batch_indices(it, 7, 2, 3)
+
+
+def test_aspect_groups_read_the_annotation_sizes_through_a_subset():
+    from mrcnn_edu.engine.loop import aspect_groups
+
+    class Sized(torch.utils.data.Dataset):
+        sizes = [(100, 200), (200, 100), (150, 150), (300, 200)]  # (height, width)
+
+        def __len__(self):
+            return len(self.sizes)
+
+        def image_info(self, i):
+            return {"height": self.sizes[i][0], "width": self.sizes[i][1]}
+
+    assert aspect_groups(Sized()) == (0, 1, 0, 1)
+    assert aspect_groups(torch.utils.data.Subset(Sized(), [3, 0])) == (1, 0)
+    assert aspect_groups(FakeDataset(4)) is None  # no sizes to read: no grouping
+
+
 @pytest.mark.parametrize("name, kind", [("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW)])
 def test_optimizer_by_name_decays_weights_not_norms_or_biases(name, kind):
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.GroupNorm(2, 4))

@@ -233,9 +233,22 @@ def wrap_for_distributed(model, device, info):
     return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
 
 
+def aspect_groups(dataset):
+    """One group id per image of `dataset`: 0 landscape or square, 1 portrait, from the sizes
+    in the annotation file (no pixels are read); None for a dataset that cannot tell."""
+    base, indices = dataset, range(len(dataset))
+    if isinstance(dataset, torch.utils.data.Subset):
+        base, indices = dataset.dataset, dataset.indices
+    if not hasattr(base, "image_info"):
+        return None
+    return tuple(int(info["height"] > info["width"]) for info in map(base.image_info, indices))
+
+
 def make_loader(dataset, config, start, info, device):
-    """Batches of this rank for iterations start..max_iters-1, loaded by num_workers workers."""
-    sampler = IterationBatchSampler(len(dataset), config, start, config.max_iters, info)
+    """Batches of this rank for iterations start..max_iters-1, loaded by num_workers workers;
+    with Config.group_by_aspect_ratio, each batch holds landscape or portrait images only."""
+    groups = aspect_groups(dataset) if config.group_by_aspect_ratio else None
+    sampler = IterationBatchSampler(len(dataset), config, start, config.max_iters, info, groups)
     return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
                                        num_workers=config.num_workers,
                                        pin_memory=device.type == "cuda")

@@ -2,7 +2,8 @@
 flips, its pasted instances and its seeds (lesson 12).
 
 Reproducibility. Every random choice of iteration i is derived from (seed, i, rank) alone:
-which images form the batch (a per-epoch permutation seeded by (seed, epoch)), which are flipped,
+which images form the batch (a per-epoch permutation seeded by (seed, epoch), grouped so that a
+batch holds landscape or portrait photos only), which are flipped,
 which instances are pasted from one onto another, and the model's own draws: the input size of
 each image under scale jitter, the sampling of anchors and RoIs (the global torch RNG, re-seeded
 at the start of the iteration by the loop). Nothing depends on what ran before, so a run resumed from the
@@ -49,30 +50,64 @@ def epoch_permutation(epoch, num_images, seed):
     return tuple(torch.randperm(num_images, generator=g).tolist())
 
 
-def global_batch_indices(iteration, num_images, images_per_step, seed):
+@functools.lru_cache(maxsize=4)
+def grouped_epoch_order(epoch, groups, images_per_step, seed):
+    """Epoch `epoch`'s permutation, reordered so that every batch holds images of one group
+    (`groups`: a tuple, one group id per image, e.g. landscape 0 and portrait 1).
+
+    As torchvision's GroupedBatchSampler does: walk the permutation, keep one open batch per
+    group, and emit a batch when it has images_per_step images. Then a batch is padded to the
+    size of like-shaped images, not to a landscape and a portrait photo both. The first images
+    complete the batch that the previous epoch left open (when images_per_step does not divide
+    the number of images), and the open batches of every group close the epoch, in the
+    permutation's order. With one group this is the permutation itself.
+    """
+    num_images = len(groups)
+    permutation = epoch_permutation(epoch, num_images, seed)
+    carried = (epoch * num_images) % images_per_step  # images of the straddling batch
+    head = permutation[:(images_per_step - carried) % images_per_step]
+    order, open_batches = list(head), {}
+    for i in permutation[len(head):]:
+        batch = open_batches.setdefault(groups[i], [])
+        batch.append(i)
+        if len(batch) == images_per_step:
+            order += batch
+            batch.clear()
+    position = {i: k for k, i in enumerate(permutation)}
+    leftovers = sorted((i for batch in open_batches.values() for i in batch), key=position.get)
+    return tuple(order + leftovers)
+
+
+def global_batch_indices(iteration, num_images, images_per_step, seed, groups=None):
     """Dataset indices of 0-based `iteration`'s batch over all processes.
 
-    The data order is the concatenation of the epoch permutations; iteration i takes positions
+    The data order is the concatenation of the epoch permutations (grouped by `groups`, a
+    tuple of one group id per image, when given); iteration i takes positions
     [i * images_per_step, (i + 1) * images_per_step) of it, so a batch may straddle two epochs.
     """
     indices = []
     for position in range(iteration * images_per_step, (iteration + 1) * images_per_step):
         epoch, offset = divmod(position, num_images)
-        indices.append(epoch_permutation(epoch, num_images, seed)[offset])
+        order = (epoch_permutation(epoch, num_images, seed) if groups is None
+                 else grouped_epoch_order(epoch, groups, images_per_step, seed))
+        indices.append(order[offset])
     return indices
 
 
 class IterationBatchSampler(torch.utils.data.Sampler):
-    """Yields this rank's list of dataset indices for iterations start..stop-1 (see above)."""
+    """Yields this rank's list of dataset indices for iterations start..stop-1 (see above);
+    `groups`, optional, one group id per image: batches of one group each."""
 
-    def __init__(self, num_images, config, start, stop, info):
+    def __init__(self, num_images, config, start, stop, info, groups=None):
         self.num_images, self.config = num_images, config
         self.start, self.stop, self.info = start, stop, info
+        self.groups = None if groups is None else tuple(groups)
 
     def __iter__(self):
         per_step = self.config.batch_size * self.info.world_size
         for iteration in range(self.start, self.stop):
-            batch = global_batch_indices(iteration, self.num_images, per_step, self.config.seed)
+            batch = global_batch_indices(iteration, self.num_images, per_step, self.config.seed,
+                                         self.groups)
             yield distributed.shard(batch, self.info)
 
     def __len__(self):
