@@ -131,6 +131,10 @@ print(f"{len(heights)} people: median height {np.median(heights):.0f} px after t
 # - `hflip_prob` 0: flips help a model generalise, but double what it must memorise;
 # - `max_iters` 2200 (about 58 passes over the 76 images), x0.1 at step 1800.
 #
+# Like every preset, it pairs photos of one orientation in a batch (`group_by_aspect_ratio`, as
+# torchvision's reference does): a landscape photo batched with a portrait one would pad both to
+# a square. Over the preset's 2200 steps that leaves 12.6% fewer pixels to compute.
+#
 # Here we shorten the schedule to 160 steps (80 passes over the 4 images) and, to make each step
 # cheaper, shrink the photos to a 160-pixel shorter side (`make train` uses 256): 0.4 times the
 # pixels, enough for four photos to be fitted in a minute or two.
