@@ -80,14 +80,15 @@ def _roi_geometry(rois, h, w, spatial_scale, sampling_ratio, aligned):
     if not aligned:  # the legacy kernel never lets a RoI be thinner than one cell
         roi_w = roi_w.clamp(min=1.0)
         roi_h = roi_h.clamp(min=1.0)
+    bin_h, bin_w = divide(roi_h, h), divide(roi_w, w)  # (K,)
     if sampling_ratio > 0:
         grid_h = torch.full((len(rois),), sampling_ratio, dtype=torch.long, device=rois.device)
         grid_w = grid_h
-    else:  # RoIs of no size get no samples
-        grid_h = torch.ceil(divide(roi_h, h)).long().clamp(min=0)  # (K,)
-        grid_w = torch.ceil(divide(roi_w, w)).long().clamp(min=0)
+    else:  # ceil(bin size); RoIs of no size get no samples
+        grid_h = torch.ceil(bin_h).long().clamp(min=0)  # (K,)
+        grid_w = torch.ceil(bin_w).long().clamp(min=0)
     return {"batch": rois[:, 0].long(), "start_y": boxes[:, 1], "start_x": boxes[:, 0],
-            "bin_h": divide(roi_h, h), "bin_w": divide(roi_w, w), "grid_h": grid_h, "grid_w": grid_w}
+            "bin_h": bin_h, "bin_w": bin_w, "grid_h": grid_h, "grid_w": grid_w}
 
 
 def axis_samples(start, bin_size, pooled, grid, limit, counts=None):
@@ -95,18 +96,17 @@ def axis_samples(start, bin_size, pooled, grid, limit, counts=None):
 
     start, bin_size (G,) -> (low, high, weight_low, weight_high), each (G, pooled, grid):
     the two cells a sample falls between and their bilinear weights, both 0 beyond [-1, limit].
-    `counts` (G,), optional: RoI k really has counts[k] <= grid samples per bin; its samples
-    are placed for that count and the slots past it get weight 0 (a padded group, on a GPU).
+    `counts` (G,), default `grid` for every RoI: RoI k really has counts[k] <= grid samples per
+    bin; its samples are placed for that count and the slots past it get weight 0 (a padded
+    group, on a GPU).
     """
+    counts = (torch.full_like(start, grid) if counts is None
+              else counts.to(start.dtype))[:, None, None]  # (G, 1, 1)
     bins = torch.arange(pooled, dtype=start.dtype, device=start.device)  # (pooled,)
     steps = torch.arange(grid, dtype=start.dtype, device=start.device) + 0.5  # (grid,)
-    offsets = steps[None, None, :] * bin_size[:, None, None]  # (G, 1, grid)
-    offsets = (divide(offsets, grid) if counts is None
-               else offsets / counts.to(start.dtype)[:, None, None])  # one IEEE division each
-    pos = start[:, None, None] + bins[None, :, None] * bin_size[:, None, None] + offsets
-    inside = (pos >= -1.0) & (pos <= limit)  # (G, pooled, grid)
-    if counts is not None:
-        inside &= steps[None, None, :] < counts[:, None, None]  # the padding slots
+    pos = (start[:, None, None] + bins[None, :, None] * bin_size[:, None, None]
+           + steps[None, None, :] * bin_size[:, None, None] / counts)  # (G, pooled, grid)
+    inside = (pos >= -1.0) & (pos <= limit) & (steps[None, None, :] < counts)  # not padding
     pos = pos.clamp(min=0)
     low = pos.floor().clamp(max=limit - 1)  # past the last cell centre both neighbours are it
     pos = torch.where(low >= limit - 1, low, pos)
@@ -122,22 +122,20 @@ def _group_bags(g, gh, gw, map_size, output_hw):
 
     Bag (k, py, px) lists, for each of the bin's gh x gw samples, its four neighbours (low/high
     row x low/high column) as rows of the (N * H * W, C) map, with the bilinear weights divided
-    by gh * gw; a sample outside the map has weight 0.
+    by the RoI's number of samples; a sample outside the map has weight 0, and so has a slot
+    past the RoI's own counts in a padded group.
     """
     (H, W), (h, w) = map_size, output_hw
-    counts_h, counts_w = g.get("counts_h"), g.get("counts_w")  # (G,) in a padded group
+    # each RoI's own sample counts: below (gh, gw) only in a padded group
     y_low, y_high, wy_low, wy_high = axis_samples(g["start_y"], g["bin_h"], h, gh, H,
-                                                  counts_h)  # (G, h, gh)
+                                                  g["grid_h"])  # (G, h, gh)
     x_low, x_high, wx_low, wx_high = axis_samples(g["start_x"], g["bin_w"], w, gw, W,
-                                                  counts_w)  # (G, w, gw)
+                                                  g["grid_w"])  # (G, w, gw)
     rows = torch.stack([y_low, y_high], -1) * W  # (G, h, gh, 2) first map row of each neighbour
     cols = torch.stack([x_low, x_high], -1)  # (G, w, gw, 2)
     wy = torch.stack([wy_low, wy_high], -1)  # (G, h, gh, 2)
-    wx = torch.stack([wx_low, wx_high], -1)  # (G, w, gw, 2)
-    if counts_h is None:
-        wx = wx / (gh * gw)  # the mean over the bin's samples
-    else:
-        wx = wx / (counts_h * counts_w).to(wx.dtype)[:, None, None, None]
+    samples = (g["grid_h"] * g["grid_w"]).to(wx_low.dtype)[:, None, None, None]  # (G, 1, 1, 1)
+    wx = torch.stack([wx_low, wx_high], -1) / samples  # (G, w, gw, 2) the mean over samples
     base = (g["batch"] * (H * W))[:, None, None, None, None, None, None]  # image's first row
     # broadcast (G, h, 1, gh, 1, 2, 1) against (G, 1, w, 1, gw, 1, 2): (G, h, w, gh, gw, 2, 2)
     index = base + rows[:, :, None, :, None, :, None] + cols[:, None, :, None, :, None, :]
@@ -158,9 +156,7 @@ def sample_bags(rois, output_size, map_size, spatial_scale, sampling_ratio=-1, a
     """
     h, w = _output_hw(output_size)
     g = _roi_geometry(rois, h, w, spatial_scale, sampling_ratio, aligned)
-    padded = sampling_ratio <= 0 and pad_groups(rois.device)
-    if padded:  # each RoI's own counts, inside groups padded to powers of two
-        g["counts_h"], g["counts_w"] = g["grid_h"], g["grid_w"]
+    padded = sampling_ratio <= 0 and pad_groups(rois.device)  # groups of power-of-two counts
     if sampling_ratio > 0:  # one group: every RoI, in order
         groups = [(torch.arange(len(rois), device=rois.device), sampling_ratio, sampling_ratio)]
     else:
