@@ -56,6 +56,14 @@ LEVEL1 = [
 ]
 
 
+@pytest.fixture(params=[False, True], ids=["nms per level", "one nms for all levels"])
+def nms_calls(request, monkeypatch):
+    """Run an RPN test both ways the RPN can apply NMS within levels (the CPU's and the GPU's)."""
+    import mrcnn_edu.model.rpn as rpn_module
+    monkeypatch.setattr(rpn_module, "one_nms_for_all_levels", lambda device: request.param)
+    return request.param
+
+
 def rpn_inputs():
     """Per level: objectness (R_l,), deltas (R_l, 4) and anchors (R_l, 4), float32."""
     objectness, deltas, anchors = [], [], []
@@ -67,7 +75,7 @@ def rpn_inputs():
     return objectness, deltas, anchors
 
 
-def test_rpn_selects_proposals_step_by_step_in_training():
+def test_rpn_selects_proposals_step_by_step_in_training(nms_calls):
     rpn = hand_rpn().train()
     proposals = rpn.select_proposals(*rpn_inputs(), IMAGE_SIZE)
     want = [[40.0, 28, 48, 32],  # logit 6.0, level 0
@@ -78,7 +86,7 @@ def test_rpn_selects_proposals_step_by_step_in_training():
     assert proposals.tolist() == want
 
 
-def test_rpn_uses_the_test_limits_in_eval_mode():
+def test_rpn_uses_the_test_limits_in_eval_mode(nms_calls):
     """Top 3 per level, then the best 3 of all: level 0 keeps anchors 4 and 0 of its top 3
     (anchor 5 is too small), level 1 anchors 0 and 2; the best 3 are 6.0, 5.0 and 4.5."""
     rpn = hand_rpn().eval()
@@ -86,7 +94,7 @@ def test_rpn_uses_the_test_limits_in_eval_mode():
     assert proposals.tolist() == [[40.0, 28, 48, 32], [0, 0, 10, 10], [0, 0, 11, 10]]
 
 
-def test_rpn_min_size_and_nms_threshold_are_the_ones_given():
+def test_rpn_min_size_and_nms_threshold_are_the_ones_given(nms_calls):
     """min_size 5 also removes the two clipped boxes, [40, 28, 48, 32] and [0, 0, 6, 4] (both
     4 px high); NMS at 0.9 keeps both pairs NMS at 0.7 broke up (IoU 0.82 and 0.75)."""
     rpn = hand_rpn(min_size=5.0, nms_thresh=0.9).train()
@@ -96,6 +104,27 @@ def test_rpn_min_size_and_nms_threshold_are_the_ones_given():
                                   [2, 0, 12, 10],  # 4.2, level 1
                                   [1, 0, 11, 10],  # 4.0, level 0
                                   [25, 17.5, 35, 27.5]]  # 3.0, level 0
+
+
+def test_rpn_nms_per_level_or_in_one_call_keeps_the_same_proposals(monkeypatch):
+    """Five levels of 600 random anchors with random deltas: NMS level by level (the CPU's
+    way) and one NMS call over all levels (the GPU's) keep the same proposals in the same
+    order."""
+    import mrcnn_edu.model.rpn as rpn_module
+    gen = torch.Generator().manual_seed(3)
+    rpn = hand_rpn(pre_nms_top_n_train=400, post_nms_top_n_train=2000).train()
+    inputs = []
+    for _ in range(5):
+        xy = torch.rand(600, 2, generator=gen) * 200
+        wh = torch.rand(600, 2, generator=gen) * 60 + 4
+        inputs.append((torch.randn(600, generator=gen), torch.randn(600, 4, generator=gen) * 0.2,
+                       torch.cat([xy, xy + wh], 1)))
+    got = {}
+    for one_call in (False, True):
+        monkeypatch.setattr(rpn_module, "one_nms_for_all_levels", lambda device: one_call)
+        got[one_call] = rpn.select_proposals(*zip(*inputs), (180, 220))
+    assert 300 < len(got[False]) < 2000  # NMS removed some; the post-NMS cut does not bind
+    assert torch.equal(got[True], got[False])
 
 
 # --- RoI heads: select (score threshold, clip, per-class NMS, detections per image) ------------

@@ -274,6 +274,40 @@ def test_multiscale_pools_each_roi_from_its_level():
         ref.multiscale_roi_align(feats[:3], rois, 3)
 
 
+@TWINS_ONLY
+@pytest.mark.parametrize("ratio", [-1, 2])
+@pytest.mark.parametrize("padded", [False, True])
+def test_multiscale_twin_is_roi_align_on_each_level(monkeypatch, ratio, padded):
+    """The twin builds every RoI's bags at once, each at its own level's scale and map size:
+    bit for bit what `roi_align` gives on that RoI's level, gradients included, in the RoIs'
+    order, also with adaptive sampling (groups that mix levels) and the GPU's padded groups."""
+    twin = importlib.import_module("mrcnn_edu.ops.roi_align")  # the module, not the function
+    monkeypatch.setattr(twin, "pad_groups", lambda device: padded)
+    rng = np.random.default_rng(12)
+    feats = [torch.tensor(rng.normal(size=(2, 3, 64 // 2 ** i, 48 // 2 ** i)), requires_grad=True)
+             for i in range(4)]
+    rois = torch.tensor(random_rois(rng, 80, 2, extent=900.0))
+    got = ops.multiscale_roi_align(feats, rois, (3, 2), sampling_ratio=ratio)
+    grad = torch.tensor(rng.normal(size=got.shape))
+    got.backward(grad)
+    levels = ops.assign_fpn_levels(rois[:, 1:]) - 2
+    assert set(levels.tolist()) == {0, 1, 2, 3}  # every level pools some RoI
+    for i, f in enumerate(feats):
+        picked = torch.nonzero(levels == i).flatten()
+        g = f.detach().requires_grad_()
+        one = ops.roi_align(g, rois[picked], (3, 2), 2.0 ** -(i + 2), ratio)
+        one.backward(grad[picked])
+        assert torch.equal(got[picked], one)
+        torch.testing.assert_close(f.grad, g.grad, rtol=0, atol=1e-12)
+    expected = ref.multiscale_roi_align([f.detach().numpy() for f in feats], rois.numpy(), (3, 2),
+                                        sampling_ratio=ratio)
+    np.testing.assert_allclose(got.detach().numpy(), expected, atol=1e-12)
+    half = ops.multiscale_roi_align([f.detach().half() for f in feats], rois.float(), (3, 2),
+                                    sampling_ratio=ratio)
+    assert half.dtype == torch.float16
+    torch.testing.assert_close(half.double(), got.detach(), rtol=1e-2, atol=1e-2)
+
+
 # --- end to end: ground-truth masks survive a trip through 28 x 28 ------------------------------
 
 def test_real_masks_roundtrip_through_roi_align():

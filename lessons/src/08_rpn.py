@@ -290,10 +290,13 @@ for claim, holds in claims.items():
 # per image for training and 1000 for testing"; Mask R-CNN (section 3.1, Inference) tests on 300
 # proposals with the C4 backbone and 1000 with FPN, "as in" those two papers. All of them are
 # for 800-pixel images; the tiny preset's 256-pixel images have a tenth of the anchors, and it
-# keeps 1000 / 500 in training and 500 / 250 at inference. The whole function:
+# keeps 1000 / 500 in training and 500 / 250 at inference. The whole function, which decodes,
+# clips and filters the top anchors of all levels in one call each (these steps treat every box
+# alone), and then applies NMS within each level:
 
 # %%
 print(inspect.getsource(RPN.select_proposals))
+print(inspect.getsource(RPN.nms_within_levels))
 
 # %% [markdown]
 # The same steps with the `ops` calls, level by level, to count what each one removes:

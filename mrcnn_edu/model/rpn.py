@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mrcnn_edu.ops import (
+    batched_nms,
     box_iou,
     clip_boxes,
     decode_boxes,
@@ -37,6 +38,12 @@ from mrcnn_edu.ops import (
     rpn_box_loss,
     sample_labels,
 )
+
+
+def one_nms_for_all_levels(device) -> bool:
+    """Whether the proposals of all levels go through one NMS call (on a GPU) or one call per
+    level (on a CPU); both keep the same boxes, only the time differs."""
+    return device.type == "cuda"
 
 
 class RPNHead(nn.Module):
@@ -142,20 +149,36 @@ class RPN(nn.Module):
         """One image: objectness [(R_l,)], deltas [(R_l, 4)], anchors [(R_l, 4)] -> (P, 4)."""
         mode = "train" if self.training else "test"
         pre_n, post_n = self.pre_nms_top_n[mode], self.post_nms_top_n[mode]
-        boxes, scores = [], []
-        for o, d, a in zip(objectness, deltas, anchors):
-            top_scores, top = o.topk(min(pre_n, o.shape[0]))  # (k,), (k,)
-            b = clip_boxes(decode_boxes(a[top], d[top]), image_size)  # (k, 4)
-            keep = remove_small_boxes(b, self.min_size)
-            b, top_scores = b[keep], top_scores[keep]
-            # NMS within the level, as batched_nms over level ids would do, but cheaper: the
-            # pairwise work is the sum of the squared level sizes, not the square of their sum.
-            keep = nms(b, top_scores, self.nms_thresh)
-            boxes.append(b[keep])
-            scores.append(top_scores[keep])
-        boxes, scores = torch.cat(boxes), torch.cat(scores)  # (P', 4), (P',)
-        keep = scores.argsort(descending=True)[:post_n]  # the best over all levels
-        return boxes[keep]  # (P, 4)
+        tops = [o.topk(min(pre_n, o.shape[0])) for o in objectness]  # [((k_l,), (k_l,))]
+        # the levels' top anchors side by side (level by level): decoded, clipped and filtered
+        # in one call each, as elementwise steps do not care which level a box came from
+        scores = torch.cat([s for s, _ in tops])  # (k,)
+        levels = torch.cat([torch.full_like(top, i) for i, (_, top) in enumerate(tops)])  # (k,)
+        boxes = decode_boxes(torch.cat([a[top] for a, (_, top) in zip(anchors, tops)]),
+                             torch.cat([d[top] for d, (_, top) in zip(deltas, tops)]))  # (k, 4)
+        boxes = clip_boxes(boxes, image_size)
+        keep = remove_small_boxes(boxes, self.min_size)
+        boxes, scores, levels = boxes[keep], scores[keep], levels[keep]
+        keep = self.nms_within_levels(boxes, scores, levels, len(tops))  # (P',)
+        best = torch.sort(scores[keep], descending=True, stable=True).indices[:post_n]
+        return boxes[keep[best]]  # (P, 4) the best over all levels
+
+    def nms_within_levels(self, boxes, scores, levels, num_levels) -> torch.Tensor:
+        """Indices of the boxes NMS keeps within each level: a box suppresses only boxes of
+        its own level. boxes (P', 4) level by level, scores (P',), levels (P',)."""
+        if one_nms_for_all_levels(boxes.device):
+            # a GPU waits for the host syncs of every NMS call, while its pairwise work is
+            # cheap: one call over all levels, kept apart by `batched_nms`'s label offsets (as
+            # torchvision's RPN does)
+            return batched_nms(boxes, scores, levels, self.nms_thresh)
+        # a CPU pays for the pairwise work: one NMS per level is the sum of the squared level
+        # sizes, not the square of their sum
+        counts = torch.bincount(levels, minlength=num_levels).tolist()
+        keep, start = [], 0
+        for b, s in zip(boxes.split(counts), scores.split(counts)):
+            keep.append(nms(b, s, self.nms_thresh) + start)
+            start += len(b)
+        return torch.cat(keep)
 
     def losses(self, objectness, deltas, anchors, targets, generator=None) -> dict:
         """objectness (B, R), deltas (B, R, 4), anchors (R, 4) -> loss_objectness, loss_rpn_box."""

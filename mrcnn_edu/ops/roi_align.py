@@ -21,6 +21,7 @@ from .fpn_levels import assign_fpn_levels
 
 CHUNK_ELEMENTS = 1 << 22  # (row, weight) pairs in one bag table: 64 MB of int64 + float64
 GPU_CHUNK_ELEMENTS = 1 << 24  # on a GPU, fewer and bigger tables: each call waits for the host
+HALF = (torch.float16, torch.bfloat16)
 
 
 def _output_hw(output_size):
@@ -71,10 +72,13 @@ def divide(values, n):
     return values / torch.full_like(values, n)
 
 
-def _roi_geometry(rois, h, w, spatial_scale, sampling_ratio, aligned):
-    """Per-RoI start, bin size and sample counts: a dict of (K,) tensors (the reference's rules)."""
+def _roi_geometry(rois, h, w, spatial_scale, sampling_ratio, aligned, map_size):
+    """Per-RoI start, bin size, sample counts and map size: a dict of (K,) tensors (the
+    reference's rules). spatial_scale and map_size's (H, W) are numbers, or (K,) tensors when
+    the RoIs sit on different maps (the FPN levels)."""
     offset = 0.5 if aligned else 0.0
-    boxes = rois[:, 1:] * spatial_scale - offset  # (K, 4) on the map
+    scale = spatial_scale[:, None] if torch.is_tensor(spatial_scale) else spatial_scale
+    boxes = rois[:, 1:] * scale - offset  # (K, 4) on the map
     roi_w = boxes[:, 2] - boxes[:, 0]  # (K,)
     roi_h = boxes[:, 3] - boxes[:, 1]  # (K,)
     if not aligned:  # the legacy kernel never lets a RoI be thinner than one cell
@@ -87,21 +91,27 @@ def _roi_geometry(rois, h, w, spatial_scale, sampling_ratio, aligned):
     else:  # ceil(bin size); RoIs of no size get no samples
         grid_h = torch.ceil(bin_h).long().clamp(min=0)  # (K,)
         grid_w = torch.ceil(bin_w).long().clamp(min=0)
+    height, width = (torch.as_tensor(n, device=rois.device).expand(len(rois))
+                     for n in map_size)  # (K,) each RoI's map
     return {"batch": rois[:, 0].long(), "start_y": boxes[:, 1], "start_x": boxes[:, 0],
-            "bin_h": bin_h, "bin_w": bin_w, "grid_h": grid_h, "grid_w": grid_w}
+            "bin_h": bin_h, "bin_w": bin_w, "grid_h": grid_h, "grid_w": grid_w,
+            "height": height, "width": width}
 
 
 def axis_samples(start, bin_size, pooled, grid, limit, counts=None):
     """Sample positions along one axis for a group of RoIs sharing `grid` samples per bin.
 
     start, bin_size (G,) -> (low, high, weight_low, weight_high), each (G, pooled, grid):
-    the two cells a sample falls between and their bilinear weights, both 0 beyond [-1, limit].
+    the two cells a sample falls between and their bilinear weights, both 0 beyond [-1, limit];
+    `limit` is the map's side, a number or (G,) (each RoI's level).
     `counts` (G,), default `grid` for every RoI: RoI k really has counts[k] <= grid samples per
     bin; its samples are placed for that count and the slots past it get weight 0 (a padded
     group, on a GPU).
     """
     counts = (torch.full_like(start, grid) if counts is None
               else counts.to(start.dtype))[:, None, None]  # (G, 1, 1)
+    if torch.is_tensor(limit):
+        limit = limit.to(start.dtype)[:, None, None]  # (G, 1, 1)
     bins = torch.arange(pooled, dtype=start.dtype, device=start.device)  # (pooled,)
     steps = torch.arange(grid, dtype=start.dtype, device=start.device) + 0.5  # (grid,)
     pos = (start[:, None, None] + bins[None, :, None] * bin_size[:, None, None]
@@ -117,7 +127,7 @@ def axis_samples(start, bin_size, pooled, grid, limit, counts=None):
     return low.long(), high.long(), weight_low, weight_high
 
 
-def _group_bags(g, gh, gw, map_size, output_hw):
+def _group_bags(g, gh, gw, output_hw):
     """The bags of G RoIs sharing (gh, gw): index, weight (G, h, w, L) with L = 4 * gh * gw.
 
     Bag (k, py, px) lists, for each of the bin's gh x gw samples, its four neighbours (low/high
@@ -125,18 +135,18 @@ def _group_bags(g, gh, gw, map_size, output_hw):
     by the RoI's number of samples; a sample outside the map has weight 0, and so has a slot
     past the RoI's own counts in a padded group.
     """
-    (H, W), (h, w) = map_size, output_hw
+    H, W, (h, w) = g["height"], g["width"], output_hw  # (G,), (G,): each RoI's map
     # each RoI's own sample counts: below (gh, gw) only in a padded group
     y_low, y_high, wy_low, wy_high = axis_samples(g["start_y"], g["bin_h"], h, gh, H,
                                                   g["grid_h"])  # (G, h, gh)
     x_low, x_high, wx_low, wx_high = axis_samples(g["start_x"], g["bin_w"], w, gw, W,
                                                   g["grid_w"])  # (G, w, gw)
-    rows = torch.stack([y_low, y_high], -1) * W  # (G, h, gh, 2) first map row of each neighbour
+    rows = torch.stack([y_low, y_high], -1) * W[:, None, None, None]  # (G, h, gh, 2) row starts
     cols = torch.stack([x_low, x_high], -1)  # (G, w, gw, 2)
     wy = torch.stack([wy_low, wy_high], -1)  # (G, h, gh, 2)
     samples = (g["grid_h"] * g["grid_w"]).to(wx_low.dtype)[:, None, None, None]  # (G, 1, 1, 1)
     wx = torch.stack([wx_low, wx_high], -1) / samples  # (G, w, gw, 2) the mean over samples
-    base = (g["batch"] * (H * W))[:, None, None, None, None, None, None]  # image's first row
+    base = (g["batch"] * H * W)[:, None, None, None, None, None, None]  # image's first row
     # broadcast (G, h, 1, gh, 1, 2, 1) against (G, 1, w, 1, gw, 1, 2): (G, h, w, gh, gw, 2, 2)
     index = base + rows[:, :, None, :, None, :, None] + cols[:, None, :, None, :, None, :]
     weight = wy[:, :, None, :, None, :, None] * wx[:, None, :, None, :, None, :]
@@ -147,7 +157,9 @@ def _group_bags(g, gh, gw, map_size, output_hw):
 def sample_bags(rois, output_size, map_size, spatial_scale, sampling_ratio=-1, aligned=True):
     """RoIAlign as bags of (row, weight) pairs, one bag per output bin.
 
-    rois (K, 5) float; map_size (H, W). Returns a list of (members, index, weight): members (G,)
+    rois (K, 5) float; map_size (H, W) and spatial_scale: numbers, or (K,) tensors for RoIs on
+    maps of different sizes (the FPN levels, each RoI's index then counting rows of its own
+    level's map). Returns a list of (members, index, weight): members (G,)
     are RoIs sharing their sample counts (gh, gw) -- all of them, in order, when sampling_ratio
     > 0 -- and index, weight (G, h, w, L), L = 4 * gh * gw, say that output bin (k, py, px) of
     RoI members[k] is sum(weight[k, py, px, l] * rows[index[k, py, px, l]] for l < L) with
@@ -155,7 +167,7 @@ def sample_bags(rois, output_size, map_size, spatial_scale, sampling_ratio=-1, a
     are 0. Groups are cut so that each holds at most CHUNK_ELEMENTS pairs.
     """
     h, w = _output_hw(output_size)
-    g = _roi_geometry(rois, h, w, spatial_scale, sampling_ratio, aligned)
+    g = _roi_geometry(rois, h, w, spatial_scale, sampling_ratio, aligned, map_size)
     padded = sampling_ratio <= 0 and pad_groups(rois.device)  # groups of power-of-two counts
     if sampling_ratio > 0:  # one group: every RoI, in order
         groups = [(torch.arange(len(rois), device=rois.device), sampling_ratio, sampling_ratio)]
@@ -168,8 +180,9 @@ def sample_bags(rois, output_size, map_size, spatial_scale, sampling_ratio=-1, a
             continue  # no samples: the bins stay 0
         for part in size_chunks(torch.full((len(members),), 4 * gh * gw * h * w), budget):
             picked = members[part]
-            index, weight = _group_bags({k: v[picked] for k, v in g.items()}, gh, gw,
-                                        tuple(map_size), (h, w))
+            every = len(picked) == len(rois) and sampling_ratio > 0  # all RoIs, in order
+            index, weight = _group_bags(g if every else {k: v[picked] for k, v in g.items()},
+                                        gh, gw, (h, w))
             bags.append((picked, index, weight))
     return bags
 
@@ -204,10 +217,11 @@ def roi_align(features, rois, output_size, spatial_scale, sampling_ratio=-1, ali
     features (N, C, H, W) on any device, float32 or float64; rois (K, 5) on the same device.
     Returns (K, C, h, w), differentiable with respect to features (not with respect to rois):
     one `embedding_bag` call per group of `sample_bags`, whose compiled backward computes what
-    `roi_align_backward` does (checked by gradcheck and against it). Memory: the output, the map as rows (a view
-    when the map is channels_last) and the bags; no gathered copy of the features.
+    `roi_align_backward` does (checked by gradcheck and against it). Memory: the output, the map
+    as rows (a view when the map is channels_last) and the bags; no gathered copy of the
+    features.
     """
-    if features.dtype in (torch.float16, torch.bfloat16):
+    if features.dtype in HALF:
         # Under autocast the maps arrive in half precision, but sample positions in pixels do
         # not survive it (float16 steps are 0.5 px above 512): compute in float32 and return
         # the input's dtype, as torchvision's autocast rule for roi_align does.
@@ -215,21 +229,45 @@ def roi_align(features, rois, output_size, spatial_scale, sampling_ratio=-1, ali
                         sampling_ratio, aligned)
         return out.to(features.dtype)
     features, rois, h, w = _check_inputs(features, rois, output_size)
-    N, C, H, W = features.shape
-    rows = features.permute(0, 2, 3, 1).reshape(N * H * W, C)  # (N*H*W, C) one row per cell
-    bags = sample_bags(rois.detach(), (h, w), (H, W), float(spatial_scale),
-                       int(sampling_ratio), bool(aligned))
-    parts = [F.embedding_bag(index.reshape(-1, index.shape[-1]), rows, mode="sum",
-                             per_sample_weights=weight.reshape(-1, index.shape[-1]))
-             for _, index, weight in bags]  # each (G * h * w, C)
-    members = [m for m, _, _ in bags]
-    if len(bags) == 1 and len(members[0]) == len(rois):  # fixed sampling: already in order
-        cells = parts[0]
-    else:  # groups: put every RoI's bins back in its row, 0 for RoIs with no samples
-        cells = rows.new_zeros((len(rois) * h * w, C))
+    return _align_on_maps([features], rois, None, (h, w), [float(spatial_scale)],
+                          int(sampling_ratio), bool(aligned))
+
+
+def _align_on_maps(maps, rois, levels, output_hw, scales, sampling_ratio, aligned):
+    """RoIAlign of RoI k on maps[levels[k]] (on maps[0] when levels is None): (K, C, h, w).
+
+    The bags of every RoI come from one `sample_bags` call, whatever its map: the RoIs are put
+    in level order first, so each group's bags split by level into views, one `embedding_bag`
+    per (group, level) on that level's rows.
+    """
+    (h, w), C, device = output_hw, maps[0].shape[1], rois.device
+    rows = [m.permute(0, 2, 3, 1).reshape(-1, C) for m in maps]  # [(N*H_l*W_l, C)] row per cell
+    if levels is None:  # one map: its size and scale are numbers
+        order, map_size, scale = None, tuple(maps[0].shape[-2:]), scales[0]
+    else:
+        order = torch.sort(levels, stable=True).indices  # (K,) RoIs by level, then by index
+        rois, levels = rois[order], levels[order]
+        sizes = torch.tensor([m.shape[-2:] for m in maps], device=device)  # (L, 2)
+        map_size = (sizes[levels, 0], sizes[levels, 1])  # (K,), (K,) each RoI's map
+        scale = torch.tensor(scales, dtype=rois.dtype, device=device)[levels]  # (K,)
+    parts, members = [], []
+    for group, index, weight in sample_bags(rois.detach(), (h, w), map_size, scale,
+                                            sampling_ratio, aligned):
+        counts = ([len(group)] if levels is None
+                  else torch.bincount(levels[group], minlength=len(maps)).tolist())
+        for level_rows, i, wt in zip(rows, index.split(counts), weight.split(counts)):
+            if len(i):
+                parts.append(F.embedding_bag(i.reshape(-1, i.shape[-1]), level_rows, mode="sum",
+                                             per_sample_weights=wt.reshape(-1, i.shape[-1])))
+        members.append(group if order is None else order[group])  # (G,) in the caller's order
+    every = len(parts) == 1 and order is None and len(members[0]) == len(rois)
+    if every:  # one map, fixed sampling: already in order
+        cells = parts[0]  # (K * h * w, C)
+    else:  # put every RoI's bins back in its row, 0 for RoIs with no samples
+        cells = rows[0].new_zeros((len(rois) * h * w, C))
         if parts:
-            order = torch.cat(members)[:, None] * (h * w) + torch.arange(h * w, device=rows.device)
-            cells = cells.index_copy(0, order.reshape(-1), torch.cat(parts))
+            at = torch.cat(members)[:, None] * (h * w) + torch.arange(h * w, device=device)
+            cells = cells.index_copy(0, at.reshape(-1), torch.cat(parts))
     return cells.reshape(len(rois), h, w, C).permute(0, 3, 1, 2)
 
 
@@ -258,19 +296,14 @@ def roi_align_backward(grad_output, rois, input_shape, spatial_scale, sampling_r
     return grad_rows.reshape(N, H, W, C).permute(0, 3, 1, 2).contiguous()
 
 
-def gather_in_order(parts, order, empty):
-    """Concatenate per-chunk results and put row order[i] back at position i: one copy in all."""
-    if not parts:
-        return empty
-    out = torch.cat(parts)  # (K, ...) in chunk order
-    order = torch.cat(order)  # (K,)
-    return out[torch.argsort(order)]
 def multiscale_roi_align(features_by_level, rois, output_size, spatial_scales=None,
                          sampling_ratio=2, aligned=True, k_min=2, k_max=5, canonical_size=224,
                          canonical_level=4):
     """Torch twin of `mrcnn_edu.reference.roi_align.multiscale_roi_align`: same contract.
 
-    Loops over the levels (at most a handful), never over RoIs. Differentiable in every level.
+    Where the reference pools level by level, the twin builds the bags of every RoI at once,
+    each with its own level's scale and map size, and calls `embedding_bag` once per level:
+    no loop over RoIs, and the geometry is computed once. Differentiable in every level.
     """
     levels_count = k_max - k_min + 1
     if len(features_by_level) != levels_count:
@@ -278,13 +311,14 @@ def multiscale_roi_align(features_by_level, rois, output_size, spatial_scales=No
                          f"{k_min}..{k_max}), got {len(features_by_level)}")
     if spatial_scales is None:
         spatial_scales = [2.0 ** -k for k in range(k_min, k_max + 1)]
-    h, w = _output_hw(output_size)
-    C = features_by_level[0].shape[1]
+    if features_by_level[0].dtype in HALF:  # in float32, as `roi_align` explains
+        out = multiscale_roi_align([f.float() for f in features_by_level], rois.float(),
+                                   output_size, spatial_scales, sampling_ratio, aligned, k_min,
+                                   k_max, canonical_size, canonical_level)
+        return out.to(features_by_level[0].dtype)
+    features, rois, h, w = _check_inputs(features_by_level[0], rois, output_size)
+    maps = [features] + [f if f.is_floating_point() else f.to(features.dtype)
+                         for f in features_by_level[1:]]
     levels = assign_fpn_levels(rois[:, 1:], k_min, k_max, canonical_size, canonical_level)  # (K,)
-    parts, order = [], []
-    for i, (feats, scale) in enumerate(zip(features_by_level, spatial_scales)):
-        picked = torch.nonzero(levels == k_min + i).squeeze(1)
-        if len(picked):
-            parts.append(roi_align(feats, rois[picked], (h, w), scale, sampling_ratio, aligned))
-            order.append(picked)
-    return gather_in_order(parts, order, features_by_level[0].new_zeros((0, C, h, w)))
+    return _align_on_maps(maps, rois, levels - k_min, (h, w), [float(x) for x in spatial_scales],
+                          int(sampling_ratio), bool(aligned))
