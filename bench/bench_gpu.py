@@ -329,7 +329,8 @@ def check_roi_ops(rng, device, small):
 
 
 def check_masks(rng, device, small):
-    """Lesson 07: mask_targets, paste_masks (binary outputs: compared exactly)."""
+    """Lesson 07: mask_targets (and the model's batch_mask_targets), paste_masks (binary
+    outputs: compared exactly)."""
     t = partial(torch.as_tensor, device=device)
     image = (60, 80) if small else (800, 1333)
     gt, gt_boxes = ellipse_masks(rng, 3 if small else 8, image)
@@ -340,6 +341,16 @@ def check_masks(rng, device, small):
     rows = [exact_row("mask_targets", f"{len(gt)} masks of {image}, {k} RoIs, 28 x 28",
                       ops.mask_targets(t(gt), t(index), t(rois), 28),
                       ref.mask_targets(gt, index, f64(rois), 28))]
+    # the model's batched form: this image and a smaller second one, in one call
+    half = tuple(n // 2 for n in image)
+    gt2, gt2_boxes = ellipse_masks(rng, 3, half)
+    index2 = rng.integers(0, len(gt2), k // 2)
+    rois2 = gt2_boxes[index2].astype(np.float32)
+    rows.append(exact_row("batch_mask_targets", f"the same and {len(index2)} RoIs on {half}",
+                          ops.batch_mask_targets([t(gt), t(gt2)], [t(index), t(index2)],
+                                                 [t(rois), t(rois2)], 28),
+                          np.concatenate([ref.mask_targets(gt, index, f64(rois), 28),
+                                          ref.mask_targets(gt2, index2, f64(rois2), 28)])))
     k = 20 if small else 100
     boxes = random_boxes(rng, k, image, (8, 400))
     probs = rng.uniform(size=(k, 28, 28)).astype(np.float32)

@@ -6,6 +6,7 @@ losses are those of the package's own functions; with a mutant they are not.
 """
 import contextlib
 import dataclasses
+import functools
 import io
 
 import numpy as np
@@ -86,6 +87,24 @@ def test_a_mutant_swapped_in_changes_the_losses(shapes_root, tmp_path, package_l
     with use(box_iou=plus_one_widths):
         losses = short_run(shapes_root, tmp_path)
     assert not np.allclose(losses, package_losses, rtol=1e-4, atol=1e-6)
+
+
+def test_stages_the_model_calls_in_batched_form_still_run_when_swapped(shapes_root, tmp_path,
+                                                                      package_losses):
+    """The model pools all FPN levels in one call and builds all images' mask targets in one
+    call: a swapped roi_align or mask_targets runs through a loop over it, with the same losses,
+    and both names are put back afterwards."""
+    calls = {}
+    # the package's own twins, counted; functools.wraps keeps their module, so `use` passes
+    # them tensors (with gradients) as it does any torch twin
+    swaps = {name: functools.wraps(getattr(ops, name))(counted(calls, name, getattr(ops, name)))
+             for name in ("roi_align", "mask_targets")}
+    with use(**swaps):
+        losses = short_run(shapes_root, tmp_path)
+    assert calls["roi_align"] >= 6 and calls["mask_targets"] >= 3, calls  # per level, per image
+    np.testing.assert_allclose(losses, package_losses, rtol=1e-4, atol=1e-6)
+    assert roi_heads.multiscale_roi_align is ops.multiscale_roi_align
+    assert roi_heads.batch_mask_targets is ops.batch_mask_targets
 
 
 def test_use_restores_every_name_even_after_an_error():

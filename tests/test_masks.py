@@ -133,3 +133,28 @@ def test_real_masks_round_trip_through_targets_and_paste():
         gt = masks.bool()
         ious += ((back & gt).sum((1, 2)) / (back | gt).sum((1, 2)).clamp(min=1)).tolist()
     assert np.mean(ious) > 0.85
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("padded", [False, True])
+def test_batch_mask_targets_are_each_images_targets(monkeypatch, dtype, padded):
+    """Three images of different sizes (one without RoIs) in one call: bit for bit the targets
+    `mask_targets` gives image by image, in the images' order, also with the GPU's padded
+    sample groups."""
+    twin = importlib.import_module("mrcnn_edu.ops.roi_align")  # the module, not the function
+    monkeypatch.setattr(twin, "pad_groups", lambda device: padded)
+    rng = np.random.default_rng(21)
+    masks, matched, rois = [], [], []
+    for (h, w), k in [((90, 130), 7), ((140, 70), 0), ((60, 60), 5)]:
+        masks.append(torch.tensor(rng.random((3, h, w)) < 0.4, dtype=torch.uint8))
+        xy = rng.uniform(0, min(h, w) / 2, (k, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(2, min(h, w) / 2, (k, 2))], 1)
+        rois.append(torch.tensor(boxes, dtype=dtype))
+        matched.append(torch.tensor(rng.integers(0, 3, k)))
+    got = ops.batch_mask_targets(masks, matched, rois, 14)
+    want = torch.cat([ops.mask_targets(g, m, r, 14) for g, m, r in zip(masks, matched, rois)])
+    assert got.shape == (12, 14, 14) and got.dtype == dtype
+    assert torch.equal(got, want)
+    assert 0 < got.mean() < 1  # targets of both kinds: the comparison is not of zeros
+    empty = ops.batch_mask_targets(masks[1:2], matched[1:2], rois[1:2], 14)
+    assert empty.shape == (0, 14, 14)

@@ -5,6 +5,9 @@ in `mrcnn_edu.ops`, in the ops module that defines it (so `ops.batched_nms` call
 in every `mrcnn_edu.model` / `mrcnn_edu.ops` / `mrcnn_edu.engine` module that bound it with
 `from mrcnn_edu.ops import name`. Everything is put back when the block ends, even on an error.
 A name you bound yourself (`from mrcnn_edu.ops import nms` in a notebook) is not touched.
+The model pools RoIs on all FPN levels in one call and builds the mask targets of all images
+in one call; swapping `roi_align` or `mask_targets` also swaps those batched forms for loops
+over your function (`loops_over`), unless you swap them yourself.
 
 The model calls these functions with torch tensors. A numpy function (as the lessons' exercises
 are) is wrapped: tensors in become numpy arrays, numpy arrays out become tensors on the device
@@ -129,6 +132,18 @@ def as_torch_op(name, fn):
     return op
 
 
+def loops_over(functions):
+    """{batched form: its loop over the stage} for each swapped stage that the model calls in a
+    batched form (RoIAlign on all FPN levels at once, mask targets of all images at once):
+    without the loop, the model would never call your function."""
+    import importlib
+    roi_align = importlib.import_module("mrcnn_edu.ops.roi_align")  # the modules, not the
+    masks = importlib.import_module("mrcnn_edu.ops.masks")  # functions `ops` exports
+    loops = {"roi_align": ("multiscale_roi_align", roi_align._multiscale_level_by_level),
+             "mask_targets": ("batch_mask_targets", masks._batch_mask_targets_image_by_image)}
+    return {batched: loop for name, (batched, loop) in loops.items() if name in functions}
+
+
 @contextlib.contextmanager
 def use(**functions):
     """Swap `mrcnn_edu.ops` functions for yours inside a `with` block, e.g.
@@ -147,6 +162,7 @@ def use(**functions):
     for name, fn in functions.items():
         if not callable(fn):
             raise TypeError(f"use({name}=...): expected a function, got {type(fn).__name__}")
+    functions = {**loops_over(functions), **functions}
     swapped = []  # (module, name, original), to put back in reverse order
     try:
         modules = modules_to_patch()

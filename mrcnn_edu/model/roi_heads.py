@@ -33,8 +33,8 @@ from mrcnn_edu.ops import (
     decode_boxes,
     encode_boxes,
     fast_rcnn_loss,
+    batch_mask_targets,
     mask_loss,
-    mask_targets,
     match_anchors,
     multiscale_roi_align,
     remove_small_boxes,
@@ -196,8 +196,9 @@ class RoIHeads(nn.Module):
         fg = [lab > 0 for lab in labels]
         rois = as_rois([b[f] for b, f in zip(boxes, fg)])  # (F, 5)
         logits = self.mask_head(self.pool(features, rois, self.mask_pool_size))  # (F, K1, M, M)
-        gt_masks = torch.cat([mask_targets(t["masks"], m[f], b[f], self.mask_size)
-                              for t, m, b, f in zip(targets, matched, boxes, fg)])  # (F, M, M)
+        gt_masks = batch_mask_targets([t["masks"] for t in targets],
+                                      [m[f] for m, f in zip(matched, fg)],
+                                      [b[f] for b, f in zip(boxes, fg)], self.mask_size)  # (F, M, M)
         fg_labels = torch.cat([lab[f] for lab, f in zip(labels, fg)])  # (F,)
         return mask_loss(logits.to(gt_masks.dtype), fg_labels, gt_masks)
 

@@ -12,6 +12,6 @@ from .matching import match_anchors, sample_labels
 from .fpn_levels import assign_fpn_levels
 from .roi_pool import roi_pool
 from .roi_align import roi_align, roi_align_backward, multiscale_roi_align
-from .masks import mask_targets, paste_masks
+from .masks import mask_targets, batch_mask_targets, paste_masks
 from .losses import smooth_l1_loss, objectness_loss, rpn_box_loss, fast_rcnn_loss, mask_loss
 from .coco_eval import coco_evaluate

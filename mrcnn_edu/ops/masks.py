@@ -7,7 +7,7 @@ weights of image row y (zero outside the box), and a (W, M) matrix Rx for the co
 pasted = Ry @ mask @ Rx^T. RoIs go through in chunks so that at most CHUNK_PIXELS floats exist.
 
 Reference -> twin:
-    mask_targets    -> mask_targets
+    mask_targets    -> mask_targets (and `batch_mask_targets`, the same for several images)
     mask_coordinate -> _interpolation_matrix (the same clamped coordinate, as matrix weights)
     _paste_kernel   -> the chunked matrix products in `paste_masks`
     paste_masks     -> paste_masks
@@ -15,7 +15,7 @@ Reference -> twin:
 import torch
 
 from ..reference.masks import MASK_THRESHOLD
-from .roi_align import roi_align
+from .roi_align import _align_on_maps
 
 CHUNK_PIXELS = 1 << 24  # image pixels computed at once (K_chunk * H * W): 64 MB of float32
 
@@ -26,23 +26,52 @@ def mask_targets(gt_masks, matched_gt_index, rois, size=28):
     Tensors on any device; returns (K, size, size) in the rois' float dtype (float32 otherwise),
     computed in that dtype (float64 rois reproduce the reference exactly).
     """
-    if gt_masks.ndim != 3:
-        raise ValueError(f"gt_masks must have shape (G, H, W), got {tuple(gt_masks.shape)}")
-    if rois.ndim != 2 or rois.shape[1] != 4:
-        raise ValueError(f"rois must have shape (K, 4), got {tuple(rois.shape)}")
-    if matched_gt_index.shape != (len(rois),):
-        raise ValueError(f"matched_gt_index must have shape ({len(rois)},), "
-                         f"got {tuple(matched_gt_index.shape)}")
-    dtype = rois.dtype if rois.is_floating_point() else torch.float32
-    if len(rois) == 0:
-        return torch.zeros((0, size, size), dtype=dtype, device=rois.device)
-    # only the masks some RoI uses, in the RoIs' precision: a full-size float64 copy of every
-    # ground-truth mask would cost G x H x W x 8 bytes per image
-    used, batch = torch.unique(matched_gt_index.long(), return_inverse=True)  # (U,), (K,)
-    with_batch = torch.cat([batch[:, None].to(dtype), rois.to(dtype)], 1)  # (K, 5)
-    soft = roi_align(gt_masks[used][:, None].to(dtype), with_batch, size, 1.0,
-                     sampling_ratio=-1, aligned=True)[:, 0]  # (K, size, size)
+    return _targets_of_images([gt_masks], [matched_gt_index], [rois], size)
+
+
+def batch_mask_targets(gt_masks, matched_gt_index, rois, size=28):
+    """`mask_targets` of several images at once: lists of each image's gt_masks (G_b, H_b, W_b),
+    matched_gt_index (K_b,) and rois (K_b, 4) -> (sum K_b, size, size), the images' targets
+    one after the other, bit for bit what `mask_targets` gives image by image.
+
+    One RoIAlign for the whole batch: each RoI samples its own image's masks at that image's
+    size, so the bags of every RoI are built together, not image by image.
+    """
+    return _targets_of_images(gt_masks, matched_gt_index, rois, size)
+
+
+def _targets_of_images(gt_masks, matched_gt_index, rois, size):
+    """The work of `mask_targets` and `batch_mask_targets` (which `exercises.use` may swap)."""
+    for g, m, r in zip(gt_masks, matched_gt_index, rois):
+        if g.ndim != 3:
+            raise ValueError(f"gt_masks must have shape (G, H, W), got {tuple(g.shape)}")
+        if r.ndim != 2 or r.shape[1] != 4:
+            raise ValueError(f"rois must have shape (K, 4), got {tuple(r.shape)}")
+        if m.shape != (len(r),):
+            raise ValueError(f"matched_gt_index must have shape ({len(r)},), "
+                             f"got {tuple(m.shape)}")
+    dtype = rois[0].dtype if rois[0].is_floating_point() else torch.float32
+    device = rois[0].device
+    if sum(len(r) for r in rois) == 0:
+        return torch.zeros((0, size, size), dtype=dtype, device=device)
+    maps, with_index, image = [], [], []
+    for b, (g, m, r) in enumerate(zip(gt_masks, matched_gt_index, rois)):
+        # only the masks some RoI uses, in the RoIs' precision: a full-size float64 copy of
+        # every ground-truth mask would cost G x H x W x 8 bytes per image
+        used, index = torch.unique(m.long(), return_inverse=True)  # (U_b,), (K_b,)
+        maps.append(g[used][:, None].to(dtype))  # (U_b, 1, H_b, W_b)
+        with_index.append(torch.cat([index[:, None].to(dtype), r.to(dtype)], 1))  # (K_b, 5)
+        image.append(torch.full((len(r),), b, dtype=torch.long, device=device))  # (K_b,)
+    soft = _align_on_maps(maps, torch.cat(with_index), torch.cat(image), (size, size),
+                          [1.0] * len(maps), sampling_ratio=-1, aligned=True)[:, 0]  # (K, M, M)
     return (soft >= 0.5).to(dtype)
+
+
+def _batch_mask_targets_image_by_image(gt_masks, matched_gt_index, rois, size=28):
+    """`batch_mask_targets` as one `mask_targets` call per image: what `exercises.use` runs
+    when a learner's mask_targets replaces this module's, so that the model trains with it."""
+    parts = [mask_targets(g, m, r, size) for g, m, r in zip(gt_masks, matched_gt_index, rois)]
+    return torch.cat(parts)
 
 
 def _interpolation_matrix(start, end, cells, length):

@@ -322,3 +322,22 @@ def multiscale_roi_align(features_by_level, rois, output_size, spatial_scales=No
     levels = assign_fpn_levels(rois[:, 1:], k_min, k_max, canonical_size, canonical_level)  # (K,)
     return _align_on_maps(maps, rois, levels - k_min, (h, w), [float(x) for x in spatial_scales],
                           int(sampling_ratio), bool(aligned))
+
+
+def _multiscale_level_by_level(features_by_level, rois, output_size, spatial_scales=None,
+                               sampling_ratio=2, aligned=True, k_min=2, k_max=5,
+                               canonical_size=224, canonical_level=4):
+    """`multiscale_roi_align` computed as the reference does, one `roi_align` call per level:
+    what `exercises.use` runs when a learner's roi_align replaces this module's, so that the
+    model pools with it."""
+    if spatial_scales is None:
+        spatial_scales = [2.0 ** -k for k in range(k_min, k_max + 1)]
+    h, w = _output_hw(output_size)
+    levels = assign_fpn_levels(rois[:, 1:], k_min, k_max, canonical_size, canonical_level)  # (K,)
+    out = features_by_level[0].new_zeros((len(rois), features_by_level[0].shape[1], h, w))
+    for i, (feats, scale) in enumerate(zip(features_by_level, spatial_scales)):
+        picked = torch.nonzero(levels == k_min + i).flatten()
+        if len(picked):
+            out = out.index_copy(0, picked, roi_align(feats, rois[picked], (h, w), scale,
+                                                      sampling_ratio, aligned))
+    return out
