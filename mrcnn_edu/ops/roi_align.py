@@ -250,12 +250,15 @@ def _align_on_maps(maps, rois, levels, output_hw, scales, sampling_ratio, aligne
         sizes = torch.tensor([m.shape[-2:] for m in maps], device=device)  # (L, 2)
         map_size = (sizes[levels, 0], sizes[levels, 1])  # (K,), (K,) each RoI's map
         scale = torch.tensor(scales, dtype=rois.dtype, device=device)[levels]  # (K,)
+    bags = sample_bags(rois.detach(), (h, w), map_size, scale, sampling_ratio, aligned)
+    if levels is None:
+        counts = [[len(group)] for group, _, _ in bags]
+    else:  # RoIs per (group, level), read in one wait for the device
+        counts = [torch.bincount(levels[group], minlength=len(maps)) for group, _, _ in bags]
+        counts = torch.stack(counts).tolist() if counts else []
     parts, members = [], []
-    for group, index, weight in sample_bags(rois.detach(), (h, w), map_size, scale,
-                                            sampling_ratio, aligned):
-        counts = ([len(group)] if levels is None
-                  else torch.bincount(levels[group], minlength=len(maps)).tolist())
-        for level_rows, i, wt in zip(rows, index.split(counts), weight.split(counts)):
+    for (group, index, weight), group_counts in zip(bags, counts):
+        for level_rows, i, wt in zip(rows, index.split(group_counts), weight.split(group_counts)):
             if len(i):
                 parts.append(F.embedding_bag(i.reshape(-1, i.shape[-1]), level_rows, mode="sum",
                                              per_sample_weights=wt.reshape(-1, i.shape[-1])))
