@@ -100,3 +100,19 @@ def peak_rss_growth_mb(fn):
         done.set()
         watcher.join()
     return max(peak[0], anonymous_rss_mb()) - baseline
+
+
+PEER_ENV_VAR = "MRCNN_EDU_PEER_PYTHON"
+
+
+def resolve_peer_python(given, no_peer, script):
+    """The Python of a virtual environment with torchvision, timed as a peer: --peer-python >
+    $MRCNN_EDU_PEER_PYTHON > none. A path that does not exist is an error, not a silent skip."""
+    if no_peer:
+        return None
+    for path, what in ((given, "--peer-python"), (os.environ.get(PEER_ENV_VAR), f"${PEER_ENV_VAR}")):
+        if path:
+            if not Path(path).exists():
+                raise SystemExit(f"{script}: the peer Python from {what} does not exist: {path}")
+            return Path(path)
+    return None

@@ -53,7 +53,7 @@ pycocotools: this script needs none, but the package imports it at import time. 
 machine's image lacks it), `stand_in_for_pycocotools` registers placeholder modules before
 mrcnn_edu is imported, so the imports succeed and any call into pycocotools raises; the one
 check that needs it, the segm row of coco_evaluate (RLE encoding), is then reported as skipped.
-To run that row too, carry a pycocotools wheel as /work/.library/device/README.md describes.
+To run that row too, install a pycocotools wheel there before running the script.
 """
 import argparse
 import dataclasses

@@ -8,10 +8,10 @@ compiles the numba kernels). The implementations of an op are timed in interleav
 call of each per round), so that on a shared machine they all see the same load.
 Inputs are float32, as the model uses them.
 
-Optional compiled peer: if a separate virtual environment with torchvision exists at
-/work/.bench-venv-tv (outside the repository; never a dependency of the package, its tests or
-CI), its torchvision.ops.nms and box_iou are timed on the same saved inputs in a child process,
-in the same rounds, and reported beside ours. Without it, the NMS rows are compared with the figures quoted for a compiled C++ NMS
+Optional compiled peer: given the Python of a separate virtual environment with torchvision
+(--peer-python PATH, else $MRCNN_EDU_PEER_PYTHON; never a dependency of the package, its tests
+or CI), its torchvision.ops.nms and box_iou are timed on the same saved inputs in a child
+process, in the same rounds, and reported beside ours. Without it, the NMS rows are compared with the figures quoted for a compiled C++ NMS
 on this machine (150 ms random, 50 ms clustered).
 """
 import argparse
@@ -29,12 +29,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 import torch
 
-from _report import (command_line, interleaved_medians, machine_line,  # bench/ on sys.path
-                     write_section)
+from _report import (PEER_ENV_VAR, command_line, interleaved_medians,  # bench/ on sys.path
+                     machine_line, resolve_peer_python, write_section)
 
 from mrcnn_edu import ops, reference as ref
 
-PEER_PYTHON = Path("/work/.bench-venv-tv/bin/python")
 QUOTED_CPP_NMS_MS = {"random": 150.0, "clustered": 50.0}  # compiled C++ NMS on this machine
 
 # Runs in the peer venv: loads the saved inputs, then times one call per line read from stdin
@@ -59,12 +58,12 @@ for line in sys.stdin:
 class Peer:
     """torchvision in the separate venv, as a child process that times one call per request."""
 
-    def __init__(self, data, tmp):
+    def __init__(self, data, tmp, python):
         path = Path(tmp) / "inputs.npz"
         np.savez(path, **{k: data[k] for k in ("iou_a", "iou_b", "random", "random_scores",
                                                  "clustered", "clustered_scores")})
         self.process = subprocess.Popen(
-            [str(PEER_PYTHON), "-c", PEER_SCRIPT, str(path), str(torch.get_num_threads())],
+            [str(python), "-c", PEER_SCRIPT, str(path), str(torch.get_num_threads())],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.version = self.process.stdout.readline().strip()
         self.kept = {}
@@ -186,12 +185,14 @@ def nms_verdict(rows, peer):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=7, help="timed runs per op (median reported)")
-    parser.add_argument("--no-peer", action="store_true", help="skip torchvision even if its venv exists")
+    parser.add_argument("--peer-python", help=f"a Python with torchvision (default: ${PEER_ENV_VAR})")
+    parser.add_argument("--no-peer", action="store_true", help="skip torchvision even if one is given")
     args = parser.parse_args(argv)
     data = make_inputs()
     load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
-        peer = Peer(data, tmp) if PEER_PYTHON.exists() and not args.no_peer else None
+        peer_python = resolve_peer_python(args.peer_python, args.no_peer, "bench_ops")
+        peer = Peer(data, tmp, peer_python) if peer_python else None
         rows = time_ops(data, args.repeat, peer)
         if peer is not None:
             peer.close()

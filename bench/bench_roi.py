@@ -34,8 +34,7 @@ report the peak minus the value before the call. It includes the output (K x 256
 
 Compiled peer (optional, never a dependency): torchvision.ops.roi_align and roi_pool run in a
 child process of another Python that has torchvision, on the same saved inputs, in the same
-rounds. Which Python: --peer-python PATH, else $MRCNN_EDU_PEER_PYTHON, else
-/work/.bench-venv-tv/bin/python when it exists (this machine's copy); without one the C++ rows
+rounds. Which Python: --peer-python PATH, else $MRCNN_EDU_PEER_PYTHON; without one the C++ rows
 and ratios are left out (--no-peer skips it on purpose). A path given explicitly that does not
 exist is an error, not a silent skip.
 """
@@ -53,13 +52,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 import torch
 
-from _report import (command_line, interleaved_medians, machine_line,  # bench/ on sys.path
-                     peak_rss_growth_mb, write_section)
+from _report import (PEER_ENV_VAR, command_line, interleaved_medians,  # bench/ on sys.path
+                     machine_line, peak_rss_growth_mb, resolve_peer_python, write_section)
 
 from mrcnn_edu import ops, reference as ref
 
-PEER_ENV_VAR = "MRCNN_EDU_PEER_PYTHON"
-FALLBACK_PEER_PYTHON = Path("/work/.bench-venv-tv/bin/python")  # this machine's torchvision venv
 QUOTED_CPP_MS = {"forward": 256.0, "forward+backward": 820.0}  # C++ RoIAlign, 512 RoIs, 7 x 7
 SCALE, RATIO = 0.25, 2
 CONFIGS = [(512, 7), (512, 14), (2000, 7), (2000, 14)]
@@ -131,18 +128,6 @@ def twin_ops():
 
 
 # ---------------------------------------------------------------- the peer and the busy job
-
-
-def resolve_peer_python(given, no_peer):
-    """The peer interpreter: --peer-python > $MRCNN_EDU_PEER_PYTHON > the fallback, or None."""
-    if no_peer:
-        return None
-    for path, what in ((given, "--peer-python"), (os.environ.get(PEER_ENV_VAR), f"${PEER_ENV_VAR}")):
-        if path:
-            if not Path(path).exists():
-                raise SystemExit(f"bench_roi: the peer Python from {what} does not exist: {path}")
-            return Path(path)
-    return FALLBACK_PEER_PYTHON if FALLBACK_PEER_PYTHON.exists() else None
 
 
 class Peer:
@@ -390,8 +375,7 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=5, help="timed rounds per block (median reported)")
     parser.add_argument("--quick", action="store_true", help="only 512 RoIs at 7 x 7; no page update")
     parser.add_argument("--no-busy", action="store_true", help="skip the busy columns")
-    parser.add_argument("--peer-python", help="a Python with torchvision (default: "
-                        f"${PEER_ENV_VAR}, else {FALLBACK_PEER_PYTHON} when it exists)")
+    parser.add_argument("--peer-python", help=f"a Python with torchvision (default: ${PEER_ENV_VAR})")
     parser.add_argument("--no-peer", action="store_true", help="skip torchvision even if found")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md")
     parser.add_argument("--memory", nargs=3, metavar=("OP", "ROIS", "SIZE"), help=argparse.SUPPRESS)
@@ -400,7 +384,7 @@ def main(argv=None):
         measure_memory(args.memory[0], int(args.memory[1]), int(args.memory[2]))
         return
     configs = CONFIGS[:1] if args.quick else CONFIGS
-    peer_python = resolve_peer_python(args.peer_python, args.no_peer)
+    peer_python = resolve_peer_python(args.peer_python, args.no_peer, "bench_roi")
     data = make_inputs()
     load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:

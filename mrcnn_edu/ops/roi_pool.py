@@ -15,7 +15,7 @@ at a time.
 import torch
 import torch.nn.functional as F
 
-from .roi_align import _check_inputs, divide, size_chunks
+from .roi_align import _check_inputs, as_rows, divide, size_chunks
 
 
 def round_half_away(values):
@@ -75,7 +75,7 @@ def roi_pool(features, rois, output_size, spatial_scale):
     """
     features, rois, h, w = _check_inputs(features, rois, output_size)
     N, C, H, W = features.shape
-    rows = features.permute(0, 2, 3, 1).reshape(N * H * W, C)  # (N*H*W, C) one row per cell
+    rows = as_rows(features)  # (N*H*W, C) one row per cell
     rois = rois.detach()
     row_lo, col_lo, n_rows, n_cols = _bin_ranges(rois, h, w, float(spatial_scale), (H, W))
     batch = rois[:, 0].long()
