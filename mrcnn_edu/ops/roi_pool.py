@@ -66,6 +66,29 @@ def _cell_bags(batch, row_lo, col_lo, rows, cols, map_size):
     return image * (H * W) + r * W + c, offsets
 
 
+class MaxOverBags(torch.autograd.Function):
+    """`embedding_bag(index, rows, offsets, mode="max")`: (bags, C), 0 for an empty bag. The
+    backward hands each output's gradient to the row that won its bag and channel (the first
+    maximum in bag order) with one scatter_add; embedding_bag's own max backward goes through
+    the channels one at a time (5x slower for 512 RoIs at 14 x 14 on 256 channels)."""
+
+    @staticmethod
+    def forward(ctx, rows, index, offsets):
+        out, _, _, winners = torch.embedding_bag(rows, index, offsets, False, 2)  # 2: max
+        sizes = torch.diff(offsets, append=offsets.new_tensor([len(index)]))  # (bags,)
+        ctx.save_for_backward(winners, sizes > 0)  # (bags, C) winning rows, (bags,) non-empty
+        ctx.rows_shape = rows.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        winners, filled = ctx.saved_tensors
+        grad_rows = grad.new_zeros(ctx.rows_shape)  # (N*H*W, C)
+        # an empty bag's output is a constant 0: its gradient goes nowhere
+        grad_rows.scatter_add_(0, winners, grad * filled[:, None].to(grad.dtype))
+        return grad_rows, None, None
+
+
 def roi_pool(features, rois, output_size, spatial_scale):
     """Torch twin of `mrcnn_edu.reference.roi_pool.roi_pool`: same contract.
 
@@ -83,6 +106,6 @@ def roi_pool(features, rois, output_size, spatial_scale):
     for part in size_chunks((n_rows * n_cols).sum((1, 2))):  # (K,) cells per RoI
         index, offsets = _cell_bags(batch[part], row_lo[part], col_lo[part], n_rows[part],
                                     n_cols[part], (H, W))
-        out = F.embedding_bag(index, rows, offsets, mode="max")  # (G * h * w, C)
+        out = MaxOverBags.apply(rows, index, offsets)  # (G * h * w, C)
         parts.append(out.reshape(-1, h, w, C).permute(0, 3, 1, 2))
     return torch.cat(parts) if parts else features.new_zeros((0, C, h, w))
