@@ -42,7 +42,9 @@ from mrcnn_edu.ops import (
 
 def one_nms_for_all_levels(device) -> bool:
     """Whether the proposals of all levels go through one NMS call (on a GPU) or one call per
-    level (on a CPU); both keep the same boxes, only the time differs."""
+    level (on a CPU). Both keep the same boxes, except that `batched_nms`'s offsets can move an
+    IoU in its last bit, so a pair exactly at the threshold may go either way; only the time
+    differs otherwise."""
     return device.type == "cuda"
 
 
