@@ -6,6 +6,7 @@ and rewrites only that section, so scripts can be re-run independently.
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -54,8 +55,26 @@ def write_section(name, markdown):
     PAGE.write_text(text)
 
 
-def command_line():
-    return "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
+# Paths that belong to one machine are written as these names, so the page shows the command
+# a reader types, not where it once ran.
+PATH_PLACEHOLDERS = {"--peer-python": "PEER", "--data": "DIR"}
+
+
+def command_line(argv=None):
+    """The command as a reader would type it: `python bench/x.py ...`, with machine-specific
+    paths (--peer-python, --data, any other absolute path) replaced by a placeholder."""
+    argv = sys.argv if argv is None else argv
+    words = [os.path.relpath(argv[0])]
+    for previous, word in zip(argv, argv[1:]):
+        flag, eq, value = word.partition("=")
+        if eq and flag in PATH_PLACEHOLDERS:
+            word = f"{flag}={PATH_PLACEHOLDERS[flag]}"
+        elif previous in PATH_PLACEHOLDERS:
+            word = PATH_PLACEHOLDERS[previous]
+        elif os.path.isabs(word):
+            word = "PATH"
+        words.append(word)
+    return "python " + " ".join(words)
 
 
 def interleaved_medians(calls, repeat):
@@ -116,3 +135,29 @@ def resolve_peer_python(given, no_peer, script):
                 raise SystemExit(f"{script}: the peer Python from {what} does not exist: {path}")
             return Path(path)
     return None
+
+
+# The job beside the busy measurements: 2 torch threads multiplying 512 x 512 matrices forever.
+BUSY_SCRIPT = """
+import torch
+torch.set_num_threads(2)
+a, b = torch.randn(512, 512), torch.randn(512, 512)
+a @ b
+print("ready", flush=True)
+while True:
+    a @ b
+"""
+
+
+class BusyJob:
+    """A 2-thread torch matmul loop in a child process, for the duration of a `with` block."""
+
+    def __enter__(self):
+        self.process = subprocess.Popen([sys.executable, "-c", BUSY_SCRIPT], stdout=subprocess.PIPE,
+                                        text=True)
+        assert self.process.stdout.readline().strip() == "ready"
+        return self
+
+    def __exit__(self, *exc):
+        self.process.kill()
+        self.process.wait()

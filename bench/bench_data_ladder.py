@@ -1,7 +1,7 @@
 """The data ladder: lesson 10's recipe, the same number of steps, on 16, 64, 256 and 1024 images.
 
     .venv/bin/python bench/bench_data_ladder.py        # writes docs/data_ladder_shapes.csv
-    .venv/bin/python bench/bench_data_ladder.py --steps 300 --sizes 16 64 --out /tmp/ladder.csv
+    .venv/bin/python bench/bench_data_ladder.py --steps 300 --sizes 16 64 --out ladder.csv
 
 Each rung writes the seeded shapes dataset (seed 0, 128 x 128) with N training images and the
 same 200 validation images, trains lesson 10's recipe (`preset("shapes")` with --steps steps,

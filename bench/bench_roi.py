@@ -52,8 +52,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 import torch
 
-from _report import (PEER_ENV_VAR, command_line, interleaved_medians,  # bench/ on sys.path
-                     machine_line, peak_rss_growth_mb, resolve_peer_python, write_section)
+from _report import (PEER_ENV_VAR, BusyJob, command_line,  # bench/ is on sys.path
+                     interleaved_medians, machine_line, peak_rss_growth_mb, resolve_peer_python,
+                     write_section)
 
 from mrcnn_edu import ops, reference as ref
 
@@ -88,16 +89,6 @@ for line in sys.stdin:
     print((time.perf_counter() - start) * 1e3, flush=True)
 """
 
-# The job beside the busy measurements: 2 torch threads multiplying 512 x 512 matrices forever.
-BUSY_SCRIPT = """
-import torch
-torch.set_num_threads(2)
-a, b = torch.randn(512, 512), torch.randn(512, 512)
-a @ b
-print("ready", flush=True)
-while True:
-    a @ b
-"""
 
 
 def make_rois(rng, count, image=800.0):
@@ -152,20 +143,6 @@ class Peer:
 
     def close(self):
         self.process.stdin.close()
-        self.process.wait()
-
-
-class BusyJob:
-    """A 2-thread torch matmul loop in a child process, for the duration of a `with` block."""
-
-    def __enter__(self):
-        self.process = subprocess.Popen([sys.executable, "-c", BUSY_SCRIPT], stdout=subprocess.PIPE,
-                                        text=True)
-        assert self.process.stdout.readline().strip() == "ready"
-        return self
-
-    def __exit__(self, *exc):
-        self.process.kill()
         self.process.wait()
 
 

@@ -9,8 +9,10 @@ both sides alike (machines of one class differ by up to ~1.7x):
 2. channels_last against the plain layout: two copies of the `subset` model, one converted to
    torch.channels_last (weights and input batch), stepping alternately on the same preloaded
    batches of the subset's person images (forward, backward, fused AdamW);
-3. the OpenMP wait policy: the same steps in two child processes, OMP_WAIT_POLICY=PASSIVE and
-   ACTIVE (it is read once, when torch loads), one after the other.
+3. the OpenMP wait policy: the same steps in child processes with OMP_WAIT_POLICY=PASSIVE,
+   ACTIVE and unset (libgomp's default, a spin of limited length; the policy is read once, when
+   torch loads), one after the other, first on the idle machine, then with a second 2-thread
+   job beside them (`_report.BusyJob`), as a busy laptop would have.
 Medians skip the first 2 steps. Writes the section `step_levers` of docs/benchmarks.md.
 """
 import argparse
@@ -24,7 +26,7 @@ import time
 
 import torch
 
-from _report import command_line, machine_line, write_section  # bench/ is on sys.path
+from _report import BusyJob, command_line, machine_line, write_section  # bench/ on sys.path
 
 from mrcnn_edu.config import preset
 from mrcnn_edu.data import CocoDataset, resolve_data_root
@@ -94,16 +96,29 @@ def layouts(data_root, steps):
     return {layout: statistics.median(times[SKIP:]) for layout, (_, _, times) in runs.items()}
 
 
-def wait_policies(data_root, steps):
-    """Median s per step under each OMP_WAIT_POLICY, each in a fresh child process."""
+POLICIES = ("PASSIVE", "ACTIVE", "default")  # "default": OMP_WAIT_POLICY unset
+
+
+def wait_policies(data_root, steps, rounds=2):
+    """{(policy, "idle" | "busy"): median s per step}, each in a fresh child process; the
+    policies take turns `rounds` times (the machine's speed drifts over minutes), and each
+    reports the median of its rounds' medians."""
     out = {}
-    for policy in ("PASSIVE", "ACTIVE"):
-        env = dict(os.environ, OMP_WAIT_POLICY=policy)
-        run = subprocess.run([sys.executable, __file__, "--child", "--steps", str(steps),
-                              "--data", str(data_root)], env=env, capture_output=True, text=True,
-                             check=True)
-        out[policy] = json.loads(run.stdout.strip().splitlines()[-1])
-    return out
+    for load in ("idle", "busy"):
+        for policy in POLICIES * rounds:
+            env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+            if policy != "default":
+                env["OMP_WAIT_POLICY"] = policy
+            command = [sys.executable, __file__, "--child", "--steps", str(steps), "--data",
+                       str(data_root)]
+            if load == "busy":
+                with BusyJob():
+                    run = subprocess.run(command, env=env, capture_output=True, text=True,
+                                         check=True)
+            else:
+                run = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+            out.setdefault((policy, load), []).append(json.loads(run.stdout.split()[-1]))
+    return {key: statistics.median(times) for key, times in out.items()}
 
 
 def child(data_root, steps):
@@ -119,7 +134,7 @@ def to_markdown(opt, layout, policy, loads):
     lines = ["## Levers for a training step of `subset` (CPU)", "",
              f"Command: `{command_line()}`  ", f"Machine: {machine_line()}  ",
              f"Load average (1 min) at start / end: {loads[0]:.1f} / {loads[1]:.1f}; nothing "
-             "else ran (the load is the benchmark's own threads).", "",
+             "else ran but the busy rows' job (the load is the benchmark's own threads).", "",
              "**Optimizer step** over the tiny model's 12.5M trainable weights, median ms:", "",
              "| optimizer | loop | foreach | fused |", "|---|---|---|---|"]
     for name in ("AdamW", "SGD"):
@@ -129,10 +144,12 @@ def to_markdown(opt, layout, policy, loads):
               "(median s per step):", "", "| plain | channels_last | ratio |", "|---|---|---|",
               f"| {layout['plain']:.3f} | {layout['channels_last']:.3f} | "
               f"{layout['channels_last'] / layout['plain']:.2f} |", "",
-              "**OpenMP wait policy**, one child process each (median s per step):", "",
-              "| PASSIVE | ACTIVE | ratio |", "|---|---|---|",
-              f"| {policy['PASSIVE']:.3f} | {policy['ACTIVE']:.3f} | "
-              f"{policy['ACTIVE'] / policy['PASSIVE']:.2f} |"]
+              "**OpenMP wait policy**, child processes taking turns, two each (median s per "
+              "step; busy: a second 2-thread job beside them):", "",
+              "| machine | PASSIVE | ACTIVE | default | ACTIVE / PASSIVE |", "|---|---|---|---|---|"]
+    for load in ("idle", "busy"):
+        lines.append(f"| {load} | " + " | ".join(f"{policy[p, load]:.3f}" for p in POLICIES)
+                     + f" | {policy['ACTIVE', load] / policy['PASSIVE', load]:.2f} |")
     return "\n".join(lines)
 
 
@@ -153,7 +170,8 @@ def main(argv=None):
     layout = layouts(data_root, args.steps)
     print("layout s/step:", {k: round(v, 3) for k, v in layout.items()}, flush=True)
     policy = wait_policies(data_root, args.steps)
-    print("wait policy s/step:", {k: round(v, 3) for k, v in policy.items()}, flush=True)
+    print("wait policy s/step:", {" ".join(k): round(v, 3) for k, v in policy.items()},
+          flush=True)
     markdown = to_markdown(opt, layout, policy, (load_start, os.getloadavg()[0]))
     print(markdown)
     if not args.no_write:

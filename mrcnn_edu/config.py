@@ -186,11 +186,16 @@ def _subset() -> Config:
     - GroupNorm in the box and mask heads too, as in GroupNorm's from-scratch recipe;
     - no flips: flipping is for generalisation, and doubles what must be memorised;
     - a half-width backbone (`backbone_width` 32): 1.58x less time per step in the same run, and
-      the full run fitted better, train mask AP50 0.883 against 0.844 at width 64.
+      the full run fitted better, train mask AP50 0.883 against 0.844 at width 64;
+    - FPN and mask head at 32 channels too (`fpn_channels`, `mask_head_dim`): with a 32-channel
+      layer1, a 64-channel FPN at stride 4 and the RPN conv on it cost as much as the backbone;
+      0.71x the time per step in the same run, train mask AP50 0.852 in a full run.
     """
     return dataclasses.replace(
         _tiny(),
         backbone_width=32,  # a quarter of ResNet-18's weights; fits the 76 photos better still
+        fpn_channels=32,  # as wide as layer1: the FPN and RPN no longer outweigh the backbone
+        mask_head_dim=32,
         categories=("person",),  # one class, the most frequent; None trains all 80
         skip_images_without_instances=True,  # the 76 images with a person
         optimizer="adamw",

@@ -89,7 +89,13 @@ axes[0].axis("off")
 plt.show()
 
 # %% [markdown]
-# The twin gives the same targets (it calls the torch RoIAlign):
+# The twin gives the same targets by another route. A bilinear sample weighs rows and columns
+# independently, so the mean over a bin's samples splits into a mean over rows and a mean over
+# columns, and a RoI's whole 28 x 28 grid is two matrix products, `Ay @ crop @ Ax.T`: `Ay`
+# (28, h) holds each bin's row weights over the h mask rows the RoI touches, `Ax` (28, w) its
+# column weights, `crop` (h, w) is the mask there. For a one-channel mask at full resolution
+# that is far cheaper than lesson 06's table of (row, weight) pairs per bin
+# (`mrcnn_edu/ops/masks.py`):
 
 # %%
 twin_targets = ops.mask_targets(torch.from_numpy(masks), torch.arange(len(masks)),

@@ -6,8 +6,18 @@ Pasting is two matrix products per RoI: a (H, M) matrix Ry whose row y holds the
 weights of image row y (zero outside the box), and a (W, M) matrix Rx for the columns, so that
 pasted = Ry @ mask @ Rx^T. RoIs go through in chunks so that at most CHUNK_PIXELS floats exist.
 
+Mask targets are the reference's RoIAlign (aligned, adaptive sampling) of each RoI's ground-truth
+mask, computed separably: bilinear sampling weighs rows and columns independently, and the mean
+over a bin's gh x gw samples is the mean over its gh rows times the mean over its gw columns,
+so a RoI's M x M average is Ay @ crop @ Ax^T, with Ay (M, h) the mean row weights of each bin
+over the h mask rows the RoI touches, Ax (M, w) those of the columns, and crop (h, w) the mask
+there. Two small matrix products per RoI replace a table of 4 x gh x gw (row, weight) pairs per
+bin, which is what a one-channel map at full resolution would need (lesson 06's bags).
+
 Reference -> twin:
     mask_targets    -> mask_targets (and `batch_mask_targets`, the same for several images)
+    roi_align over the masks -> `_axis_weights` (Ay, Ax from `roi_align.axis_samples`, the twin's
+                       own sample rule) and the products in `_image_targets`
     mask_coordinate -> _interpolation_matrix (the same clamped coordinate, as matrix weights)
     _paste_kernel   -> the chunked matrix products in `paste_masks`
     paste_masks     -> paste_masks
@@ -15,7 +25,7 @@ Reference -> twin:
 import torch
 
 from ..reference.masks import MASK_THRESHOLD
-from .roi_align import _align_on_maps
+from .roi_align import _roi_geometry, axis_samples
 
 CHUNK_PIXELS = 1 << 24  # image pixels computed at once (K_chunk * H * W): 64 MB of float32
 
@@ -24,7 +34,9 @@ def mask_targets(gt_masks, matched_gt_index, rois, size=28):
     """Torch twin of `mrcnn_edu.reference.masks.mask_targets`: same contract.
 
     Tensors on any device; returns (K, size, size) in the rois' float dtype (float32 otherwise),
-    computed in that dtype (float64 rois reproduce the reference exactly).
+    computed in that dtype. In float64 it agrees with the reference except where a bin's
+    average is 0.5 to within rounding (sums taken in another order may land on either side);
+    such ties are rare outside boxes with integer corners over axis-aligned masks.
     """
     return _targets_of_images([gt_masks], [matched_gt_index], [rois], size)
 
@@ -34,14 +46,15 @@ def batch_mask_targets(gt_masks, matched_gt_index, rois, size=28):
     matched_gt_index (K_b,) and rois (K_b, 4) -> (sum K_b, size, size), the images' targets
     one after the other, bit for bit what `mask_targets` gives image by image.
 
-    One RoIAlign for the whole batch: each RoI samples its own image's masks at that image's
-    size, so the bags of every RoI are built together, not image by image.
+    Each image's RoIs are computed together (two batched matrix products), from that image's
+    own masks at its own size.
     """
     return _targets_of_images(gt_masks, matched_gt_index, rois, size)
 
 
 def _targets_of_images(gt_masks, matched_gt_index, rois, size):
-    """The work of `mask_targets` and `batch_mask_targets` (which `exercises.use` may swap)."""
+    """The work of `mask_targets` and `batch_mask_targets` (which `exercises.use` may swap):
+    each image's targets from its own masks, one image after the other."""
     for g, m, r in zip(gt_masks, matched_gt_index, rois):
         if g.ndim != 3:
             raise ValueError(f"gt_masks must have shape (G, H, W), got {tuple(g.shape)}")
@@ -52,19 +65,54 @@ def _targets_of_images(gt_masks, matched_gt_index, rois, size):
                              f"got {tuple(m.shape)}")
     dtype = rois[0].dtype if rois[0].is_floating_point() else torch.float32
     device = rois[0].device
-    if sum(len(r) for r in rois) == 0:
+    parts = [_image_targets(g, m, r.to(dtype), size) for g, m, r in zip(gt_masks, matched_gt_index, rois)
+             if len(r)]
+    if not parts:
         return torch.zeros((0, size, size), dtype=dtype, device=device)
-    maps, with_index, image = [], [], []
-    for b, (g, m, r) in enumerate(zip(gt_masks, matched_gt_index, rois)):
-        # only the masks some RoI uses, in the RoIs' precision: a full-size float64 copy of
-        # every ground-truth mask would cost G x H x W x 8 bytes per image
-        used, index = torch.unique(m.long(), return_inverse=True)  # (U_b,), (K_b,)
-        maps.append(g[used][:, None].to(dtype))  # (U_b, 1, H_b, W_b)
-        with_index.append(torch.cat([index[:, None].to(dtype), r.to(dtype)], 1))  # (K_b, 5)
-        image.append(torch.full((len(r),), b, dtype=torch.long, device=device))  # (K_b,)
-    soft = _align_on_maps(maps, torch.cat(with_index), torch.cat(image), (size, size),
-                          [1.0] * len(maps), sampling_ratio=-1, aligned=True)[:, 0]  # (K, M, M)
-    return (soft >= 0.5).to(dtype)
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _image_targets(gt_masks, matched_gt_index, rois, size):
+    """One image: gt_masks (G, H, W), matched_gt_index (K,), rois (K, 4) float -> (K, M, M)."""
+    K, (H, W) = len(rois), gt_masks.shape[-2:]
+    with_batch = torch.cat([rois.new_zeros((K, 1)), rois], 1)  # (K, 5) the twin's RoI layout
+    g = _roi_geometry(with_batch, size, size, 1.0, -1, True, (H, W))  # adaptive, aligned
+    ay, row0 = _axis_weights(g["start_y"], g["bin_h"], g["grid_h"], size, H)  # (K, M, h), (K,)
+    ax, col0 = _axis_weights(g["start_x"], g["bin_w"], g["grid_w"], size, W)  # (K, M, w), (K,)
+    ax = ax / torch.clamp(g["grid_h"] * g["grid_w"], min=1).to(ax.dtype)[:, None, None]  # the mean
+    h, w = ay.shape[-1], ax.shape[-1]
+    rows = (row0[:, None] + torch.arange(h, device=rois.device)).clamp(max=H - 1)  # (K, h)
+    cols = (col0[:, None] + torch.arange(w, device=rois.device)).clamp(max=W - 1)  # (K, w)
+    # only the masks some RoI uses, in the RoIs' precision: a float64 copy of every
+    # ground-truth mask would cost G x H x W x 8 bytes
+    used, which = torch.unique(matched_gt_index.long(), return_inverse=True)  # (U,), (K,)
+    masks = gt_masks[used].to(rois.dtype)  # (U, H, W)
+    soft = rois.new_empty((K, size, size))
+    step = max(1, CHUNK_PIXELS // max(h * w, 1))
+    for i in range(0, K, step):  # chunks of RoIs: at most CHUNK_PIXELS cropped mask pixels
+        part = slice(i, i + step)
+        crop = masks[which[part, None, None], rows[part, :, None], cols[part, None, :]]  # (k, h, w)
+        soft[part] = ay[part] @ crop @ ax[part].transpose(1, 2)  # (k, M, M)
+    return (soft >= 0.5).to(rois.dtype)
+
+
+def _axis_weights(start, bin_size, counts, pooled, limit):
+    """One axis of RoIAlign as a matrix: (K, pooled, n) weights and first cell (K,), where
+    row p holds the bilinear weights of bin p's counts[k] samples summed onto the n cells
+    first..first + n - 1 (n: the most cells any RoI touches; the rest of a row is 0).
+    Samples outside the map weigh 0, and so does every sample of a RoI with no samples."""
+    grid = max(int(counts.max()), 1) if len(counts) else 1
+    low, high, w_low, w_high = axis_samples(start, bin_size, pooled, grid, limit,
+                                            counts.clamp(min=1))  # (K, pooled, grid) each
+    real = (torch.arange(grid, device=counts.device) < counts[:, None])[:, None, :]  # (K, 1, grid)
+    first = low[:, 0, 0]  # (K,) positions grow along the axis: the first sample's cell is lowest
+    last = torch.where(real, high, first[:, None, None]).amax((1, 2))  # (K,) past it: padding
+    n = int((last - first).max()) + 1 if len(first) else 1
+    matrix = start.new_zeros((len(start), pooled, n))
+    for cell, weight in ((low, w_low), (high, w_high)):
+        at = (cell - first[:, None, None]).clamp(0, n - 1)  # padding slots weigh 0 wherever
+        matrix.scatter_add_(2, at, weight * real)
+    return matrix, first
 
 
 def _batch_mask_targets_image_by_image(gt_masks, matched_gt_index, rois, size=28):
