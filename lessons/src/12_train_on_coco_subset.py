@@ -300,7 +300,7 @@ print(sorted(state), "iteration", state["iteration"], "classes", state["class_na
 # 160 steps on four images is a demonstration of the loop, not a detector: the train numbers
 # show how well 80 passes fitted four pictures, and the val numbers, on two images with six
 # people, show how little four pictures teach. The full `make train`
-# (2200 steps on 76 photos, 20 to 35 minutes on 2 cores, by CPU) is the same loop, longer.
+# (2200 steps on 76 photos, about 15 to 20 minutes on 2 cores, by CPU) is the same loop, longer.
 # `docs/benchmarks.md` has its measured numbers; when you read its `metrics.json`:
 #
 # - **train vs val**: the train rows say how well the model fits what it saw, the val rows how
@@ -371,7 +371,7 @@ print("the paper's val AP rises with every step up in images; our 76-photo run s
 print("1k-image point")
 # %% [markdown]
 # On the left, shapes generalise from 64 images on. On the right, photos: our 76-photo
-# run scores 0.008, and the paper's from-scratch model, with all of COCO's variety of classes to
+# run scores 0.009, and the paper's from-scratch model, with all of COCO's variety of classes to
 # learn, reaches 0.035 at 1,000 images, 0.093 at 3,500 and 0.259 at 10,000. The two curves are not
 # the same experiment (one class against 80, 256-pixel images against 800, 2200 CPU steps
 # against their long GPU schedules), so read the right panel for its shape only: from random
