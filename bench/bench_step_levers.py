@@ -146,7 +146,8 @@ def to_markdown(opt, layout, policy, loads):
               f"{layout['channels_last'] / layout['plain']:.2f} |", "",
               "**OpenMP wait policy**, child processes taking turns, two each (median s per "
               "step; busy: a second 2-thread job beside them):", "",
-              "| machine | PASSIVE | ACTIVE | default | ACTIVE / PASSIVE |", "|---|---|---|---|---|"]
+              "| machine | PASSIVE | ACTIVE | default | ACTIVE / PASSIVE |",
+              "|---|---|---|---|---|"]
     for load in ("idle", "busy"):
         lines.append(f"| {load} | " + " | ".join(f"{policy[p, load]:.3f}" for p in POLICIES)
                      + f" | {policy['ACTIVE', load] / policy['PASSIVE', load]:.2f} |")

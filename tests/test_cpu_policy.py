@@ -43,7 +43,8 @@ def test_busy_cores_reads_the_share_of_busy_ticks(tmp_path, monkeypatch):
     assert cpu.busy_cores(2, stat_path=str(stat)) == pytest.approx(1.5)
     # Waiting on a disk is not using a core.
     _stat_file(stat, user=100, idle=900, iowait=0)
-    monkeypatch.setattr(cpu.time, "sleep", lambda s: _stat_file(stat, user=110, idle=1000, iowait=90))
+    monkeypatch.setattr(cpu.time, "sleep",
+                        lambda s: _stat_file(stat, user=110, idle=1000, iowait=90))
     assert cpu.busy_cores(2, stat_path=str(stat)) == pytest.approx(0.1)
 
 

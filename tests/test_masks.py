@@ -158,3 +158,21 @@ def test_batch_mask_targets_are_each_images_targets(monkeypatch, dtype, padded):
     assert 0 < got.mean() < 1  # targets of both kinds: the comparison is not of zeros
     empty = ops.batch_mask_targets(masks[1:2], matched[1:2], rois[1:2], 14)
     assert empty.shape == (0, 14, 14)
+
+
+def test_twin_targets_of_degenerate_and_outside_rois_match_reference():
+    """RoIs with no samples (zero width or height), RoIs off the mask and RoIs larger than it:
+    the separable twin gives the reference's targets (all 0 where nothing is sampled)."""
+    rng = np.random.default_rng(3)
+    gt = (rng.uniform(size=(2, 40, 50)) > 0.3).astype(np.uint8)
+    boxes = np.array([[10.0, 10, 10, 30],     # zero width: no samples
+                      [5.0, 7, 25, 7],        # zero height
+                      [60.0, 50, 90, 80],     # entirely beyond the mask
+                      [-30.0, -20, 90, 70],   # larger than the mask on every side
+                      [0.3, 0.7, 2.2, 1.9],   # smaller than a pixel's neighbourhood
+                      [12.25, 3.5, 47.75, 38.5]])
+    index = np.array([0, 1, 0, 1, 0, 1])
+    expected = ref.mask_targets(gt, index, boxes, 14)
+    got = ops.mask_targets(torch.tensor(gt), torch.tensor(index), torch.tensor(boxes), 14)
+    np.testing.assert_array_equal(got.numpy(), expected)
+    assert not expected[:3].any() and expected[3].any()

@@ -65,8 +65,8 @@ def _targets_of_images(gt_masks, matched_gt_index, rois, size):
                              f"got {tuple(m.shape)}")
     dtype = rois[0].dtype if rois[0].is_floating_point() else torch.float32
     device = rois[0].device
-    parts = [_image_targets(g, m, r.to(dtype), size) for g, m, r in zip(gt_masks, matched_gt_index, rois)
-             if len(r)]
+    parts = [_image_targets(g, m, r.to(dtype), size)
+             for g, m, r in zip(gt_masks, matched_gt_index, rois) if len(r)]
     if not parts:
         return torch.zeros((0, size, size), dtype=dtype, device=device)
     return parts[0] if len(parts) == 1 else torch.cat(parts)
