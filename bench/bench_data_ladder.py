@@ -83,6 +83,12 @@ def write_csv(rows, path):
         writer.writerows(rows)
 
 
+def shown_path(path):
+    """`path` relative to the repository when inside it, else its file name: no machine paths."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else path.name
+
+
 def markdown(rows, args, loads):
     table = "\n".join(
         f"| {r['train_images']} | {r['steps']} | {r['train_box_ap50']:.3f} | "
@@ -90,11 +96,12 @@ def markdown(rows, args, loads):
         f"{r['val_mask_ap']:.3f} | {r['seconds']} |" for r in rows)
     return f"""## The data ladder: lesson 10's recipe on 16 to 1024 shapes images (CPU)
 
-Command: `python bench/bench_data_ladder.py --steps {args.steps}` (CSV: `{args.out}`)  
+Command: `python bench/bench_data_ladder.py --steps {args.steps}` (CSV: `{shown_path(args.out)}`)  
 Machine: {machine_line()}; load average {loads[0]:.1f} at the start, {loads[1]:.1f} at the end
 (other processes shared the cores when it is above 2).  
 Recipe: lesson 10's, `preset("shapes")` with `max_iters={args.steps}`, lr x0.1 at 80% of the
-steps; 2 images per step on every rung, from the same random weights. Validation: the same
+steps (masks read over boxes widened by `mask_box_scale`); 2 images per step on every rung, from
+the same random weights. Validation: the same
 {VAL_IMAGES} unseen images for every rung; train AP50 on the training images seen (at most the first
 {TRAIN_EVAL_IMAGES}). AP by pycocotools.
 

@@ -154,9 +154,10 @@ def train_data_root(args, config):
 
 
 def run_evaluate(args):
+    inference = {} if args.mask_box_scale is None else {"mask_box_scale": args.mask_box_scale}
     metrics = evaluate_checkpoint(args.checkpoint, resolve_data_root(args.data), args.split,
                                   auto_device(args.device), results_path=args.output,
-                                  progress=not args.no_progress)
+                                  progress=not args.no_progress, inference=inference)
     print(format_metrics(metrics))
     if args.output:
         print(f"results written to {args.output}")
@@ -200,6 +201,9 @@ def make_parser():
     e.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     e.add_argument("--no-progress", action="store_true")
     e.add_argument("--threads", type=int, help="CPU threads for torch (default: one per core)")
+    e.add_argument("--mask-box-scale", type=float, metavar="S",
+                   help="read and paste masks over boxes widened by S (Config.mask_box_scale; "
+                        "default: the checkpoint's)")
     e.set_defaults(run=run_evaluate)
 
     p = sub.add_parser("predict", help="draw detections on images")

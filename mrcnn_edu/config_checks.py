@@ -57,6 +57,7 @@ RANGES = {
     "box_pool_size": _at_least(1), "box_head_dim": _at_least(1),
     "mask_pool_size": _at_least(1), "mask_head_dim": _at_least(1),
     "mask_head_convs": _at_least(1), "mask_size": _at_least(1),
+    "mask_box_scale": POSITIVE,
     "head_norm_groups": _at_least(0), "num_classes": _at_least(1),
     "score_thresh": UNIT, "nms_thresh": UNIT, "detections_per_image": _at_least(1),
     "mask_threshold": UNIT,

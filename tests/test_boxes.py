@@ -1,4 +1,5 @@
-"""Tests for lesson 01: box_area, box_iou, clip_boxes, remove_small_boxes (reference and twin)."""
+"""Tests for lesson 01: box_area, box_iou, clip_boxes, remove_small_boxes, expand_boxes
+(reference and twin)."""
 import numpy as np
 import pytest
 import torch
@@ -72,6 +73,21 @@ def test_remove_small_boxes_hand_example():
 
 # --- shapes, empties, errors ----------------------------------------------------------------
 
+def test_expand_boxes_hand_example():
+    boxes = np.array([[0.0, 0, 10, 20], [4, 4, 4, 4]])
+    np.testing.assert_array_equal(ref.expand_boxes(boxes, 1.5),
+                                  [[-2.5, -5, 12.5, 25], [4, 4, 4, 4]])  # same centres
+    np.testing.assert_array_equal(ref.expand_boxes(boxes, 0.5), [[2.5, 5, 7.5, 15], [4, 4, 4, 4]])
+
+
+def test_expand_boxes_by_one_is_an_exact_copy():
+    # centre +- half width rounds 0.1 + 0.7 in the last bit: scale 1 must not
+    boxes = np.array([[0.1, 0.2, 0.7, 0.9]], np.float32)
+    for got in (ref.expand_boxes(boxes, 1.0), ops.expand_boxes(torch.from_numpy(boxes), 1.0)):
+        np.testing.assert_array_equal(np.asarray(got), boxes)
+    assert ref.expand_boxes(boxes, 1.0) is not boxes
+
+
 def test_empty_inputs():
     empty, three = np.zeros((0, 4)), random_boxes(np.random.default_rng(0), 3)
     assert ref.box_area(empty).shape == (0,)
@@ -84,6 +100,7 @@ def test_empty_inputs():
     assert ops.box_iou(e, t).shape == (0, 3) and ops.box_iou(t, e).shape == (3, 0)
     assert ops.clip_boxes(e, (10, 10)).shape == (0, 4)
     assert ops.remove_small_boxes(e, 1).shape == (0,)
+    assert ref.expand_boxes(empty, 2.0).shape == (0, 4) and ops.expand_boxes(e, 2.0).shape == (0, 4)
 
 
 @pytest.mark.parametrize("call, message", [
@@ -160,6 +177,9 @@ def test_twin_matches_reference_float64(seed):
     np.testing.assert_allclose(ops.box_iou(t1, t2).numpy(), ref.box_iou(b1, b2), rtol=1e-12, atol=1e-15)
     np.testing.assert_array_equal(ops.clip_boxes(t1, (60, 80)).numpy(), ref.clip_boxes(b1, (60, 80)))
     np.testing.assert_array_equal(ops.remove_small_boxes(t1, 20).numpy(), ref.remove_small_boxes(b1, 20))
+    for scale in (0.5, 1.1, 2.0):
+        np.testing.assert_allclose(ops.expand_boxes(t1, scale).numpy(),
+                                   ref.expand_boxes(b1, scale), rtol=1e-12, atol=1e-12)
 
 
 def test_twin_keeps_dtype_float32():

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from pycocotools import mask as mask_utils
 
 from mrcnn_edu.__main__ import UsageError, build_config, main, make_parser, parse_assignment
 from mrcnn_edu.config import preset
 from mrcnn_edu.data import make_shapes_dataset
-from mrcnn_edu.engine.checkpoint import load_checkpoint
+from mrcnn_edu.engine.checkpoint import load_checkpoint, load_model
 from mrcnn_edu.engine.runlog import read_log
 
 REPO = Path(__file__).resolve().parents[1]
@@ -128,6 +129,17 @@ def test_train_evaluate_predict(shapes_root, tmp_path, capsys):
     for r in written:
         assert {"image_id", "category_id", "bbox", "score", "segmentation"} <= set(r)
         assert r["image_id"] in val_ids and len(r["bbox"]) == 4 and 0 <= r["score"] <= 1
+
+    # an inference setting replaced for this evaluation: the same boxes, wider masks
+    wider = tmp_path / "wider.json"
+    assert main(["evaluate", str(run / "checkpoint.pt"), "--data", str(shapes_root),
+                 "-o", str(wider), "--no-progress", "--mask-box-scale", "1.5"]) == 0
+    wider_results = json.loads(wider.read_text())
+    assert [r["bbox"] for r in wider_results] == [r["bbox"] for r in written]
+    area = lambda rs: sum(mask_utils.area(r["segmentation"]) for r in rs)
+    assert area(wider_results) > area(written)
+    with pytest.raises(ValueError, match=r"\['backbone_width'\] are not inference settings"):
+        load_model(run / "checkpoint.pt", inference={"backbone_width": 16})
 
     image = next((shapes_root / preset("tiny").val_split).iterdir())
     assert main(["predict", str(run / "checkpoint.pt"), str(image), "-o",

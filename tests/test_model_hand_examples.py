@@ -11,8 +11,10 @@ import math
 import pytest
 import torch
 
+from mrcnn_edu import ops
 from mrcnn_edu.config import preset
 from mrcnn_edu.model import MaskRCNN, RoIHeads, RPN
+from mrcnn_edu.model.transforms import BatchTransform
 
 
 RPN_SETTINGS = dict(anchor_strides=(4, 8), anchor_sizes=(8, 16), anchor_aspect_ratios=(1.0,),
@@ -29,7 +31,8 @@ def hand_rpn(**overrides):
 def hand_roi_heads(**overrides):
     """RoI heads with 2 classes (K1 = 3), score > 0.3, NMS at 0.5 and at most 3 detections."""
     settings = dict(box_pool_size=2, box_head_dim=8, mask_pool_size=2, mask_head_dim=4,
-                    mask_head_convs=1, mask_size=4, head_norm_groups=0, sampling_ratio=1,
+                    mask_head_convs=1, mask_size=4, mask_box_scale=1.0, head_norm_groups=0,
+                    sampling_ratio=1,
                     fg_iou_thresh=0.5, bg_iou_thresh=0.5, batch_size_per_image=16,
                     positive_fraction=0.25, box_reg_weights=(10.0, 10.0, 5.0, 5.0),
                     score_thresh=0.3, nms_thresh=0.5, detections_per_image=3)
@@ -249,3 +252,48 @@ def test_settings_are_required_keyword_arguments():
         RPN(4, **without_min_size)
     with pytest.raises(TypeError, match="positional argument"):
         RPN(4, (4, 8), **RPN_SETTINGS)
+
+
+# --- mask_box_scale: the mask head's view of a box, in training and at inference ---------------
+
+def mask_inputs():
+    """P2..P5 of one 64 x 64 image (4 channels), two RoIs (one foreground), one gt mask."""
+    torch.manual_seed(0)
+    features = [torch.randn(1, 4, 64 // s, 64 // s) for s in (4, 8, 16, 32)]
+    boxes = [torch.tensor([[10.0, 12.0, 30.0, 28.0], [40.0, 40.0, 60.0, 50.0]])]
+    labels, matched = [torch.tensor([2, 0])], [torch.tensor([0, 0])]
+    gt = torch.zeros(1, 64, 64)
+    gt[0, 8:32, 8:34] = 1  # reaches past the first RoI on every side
+    return features, boxes, labels, matched, [{"masks": gt}]
+
+
+def test_mask_loss_does_not_depend_on_the_mask_box_scale():
+    """The scale is for inference only: training RoIs are proposals, looser than detections."""
+    features, boxes, labels, matched, targets = mask_inputs()
+    heads = hand_roi_heads(mask_box_scale=1.5)
+    scaled = heads.mask_loss(features, boxes, labels, matched, targets)
+    heads.mask_box_scale = 1.0
+    assert scaled == heads.mask_loss(features, boxes, labels, matched, targets)
+
+
+def test_detections_keep_their_boxes_and_the_mask_is_pasted_into_the_scaled_box():
+    heads = hand_roi_heads(mask_box_scale=2.0)
+    features, boxes, *_ = mask_inputs()
+    seen = []  # the RoIs pooled: the box head's, then the mask head's
+
+    def pool(feats, rois, size):
+        seen.append(rois)
+        return torch.zeros(len(rois), 4, size, size)
+
+    heads.pool = pool
+    # class 1 only, no box offsets: the detection is the proposal itself
+    heads.box_head.forward = lambda x: (torch.tensor([[0.0, 5.0, 0.0]]).expand(len(x), 3),
+                                        torch.zeros(len(x), 12))
+    det = heads.detect(features, [boxes[0][:1]], [(64, 64)])[0]
+    torch.testing.assert_close(det["boxes"], boxes[0][:1])  # the box itself is reported ...
+    torch.testing.assert_close(seen[1][:, 1:], torch.tensor([[0.0, 4.0, 40.0, 36.0]]))  # ... x2
+    transform = BatchTransform(64, 64, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 32)
+    ones = {**det, "masks": torch.ones(1, 4, 4)}
+    for scale, area in ((1.0, 20 * 16), (2.0, 40 * 32)):
+        pasted = transform.postprocess([ones], [(64, 64)], [(64, 64)], 0.5, scale)[0]["masks"]
+        assert int(pasted.sum()) == area

@@ -32,6 +32,9 @@ from mrcnn_edu.config import Config
 from mrcnn_edu.model import MaskRCNN
 
 REQUIRED = ("config", "iteration", "model")  # the entries every checkpoint of a run has
+# Config fields that change what a trained model outputs, never its weights or their shapes
+INFERENCE_FIELDS = ("score_thresh", "nms_thresh", "detections_per_image", "mask_threshold",
+                    "mask_box_scale", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test")
 
 
 class CheckpointError(ValueError):
@@ -136,12 +139,22 @@ def capture_rng_state():
     return state
 
 
-def load_model(checkpoint, device="cpu"):
+def load_model(checkpoint, device="cpu", inference=None):
     """Rebuild the trained model of a checkpoint: (model in eval mode on `device`, Config,
-    class_names). The checkpoint's config says how to build it; no other file is needed."""
+    class_names). The checkpoint's config says how to build it; no other file is needed.
+
+    inference: {Config field: value} for fields that change inference only (INFERENCE_FIELDS,
+    e.g. {"mask_box_scale": 1.1}), replacing the checkpoint's; the weights are the same.
+    """
+    inference = dict(inference or {})
+    unknown = sorted(set(inference) - set(INFERENCE_FIELDS))
+    if unknown:
+        raise ValueError(f"load_model: {unknown} are not inference settings; these are: "
+                         f"{', '.join(INFERENCE_FIELDS)}")
     state = load_run_checkpoint(checkpoint, map_location="cpu")
     # The trained weights include the backbone: do not load backbone_weights again.
-    config = dataclasses.replace(config_of(state, checkpoint), backbone_weights=None)
+    config = dataclasses.replace(config_of(state, checkpoint), backbone_weights=None,
+                                 **inference)
     model = MaskRCNN(config)
     try:
         model.load_state_dict(state["model"])

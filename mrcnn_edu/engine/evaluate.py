@@ -116,9 +116,11 @@ def evaluate_splits(model, config, data_root, device, output_dir, splits=None, p
 
 
 def evaluate_checkpoint(checkpoint, data_root, split=None, device="cpu", results_path=None,
-                        progress=True):
-    """Load a checkpoint and evaluate it on `split` (the checkpoint config's val_split if None)."""
-    model, config, class_names = load_model(checkpoint, device)
+                        progress=True, inference=None):
+    """Load a checkpoint and evaluate it on `split` (the checkpoint config's val_split if None).
+
+    inference: inference settings that replace the checkpoint's (`load_model`)."""
+    model, config, class_names = load_model(checkpoint, device, inference)
     split = split or config.val_split
     dataset = CocoDataset(data_root, split=split, categories=config.categories)
     label_to_cat_id = match_classes(class_names, dataset, checkpoint)

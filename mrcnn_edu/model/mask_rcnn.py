@@ -77,5 +77,6 @@ class MaskRCNN(nn.Module):
             return losses
         detections = self.roi_heads.detect(features, proposals, image_sizes)
         detections = self.transform.postprocess(detections, image_sizes, original_sizes,
-                                                self.cfg.mask_threshold)
+                                                self.cfg.mask_threshold,
+                                                self.cfg.mask_box_scale)
         return detections if targets is None else (detections, losses)

@@ -16,6 +16,13 @@ Inference (`detect`): every proposal gets K class scores and K decoded boxes; (b
 pairs scoring > 0.05 survive, per-class NMS at 0.5, the best 100 per image are kept, and the
 mask head runs on those final boxes.
 
+`mask_box_scale` (Config; 1 in torchvision and in the paper) widens the mask head's view at
+inference: with s > 1 it sees each detection box scaled by s about its centre, and the mask is
+pasted into that scaled box, so it can cover the pixels a box a little too tight leaves out
+(a mask never reaches past the box it is pasted into), at the price of a coarser grid (28
+cells over s x the box). Training is unchanged: its RoIs are proposals, looser than the final
+boxes, so the head has already learned to find an object that does not fill its box.
+
 Shape legend: K1 = num_classes + 1 (background 0 and K classes), N proposals of one image,
 S sampled RoIs (all images), F foreground RoIs, D detections, C channels, M mask side (28).
 RoIs for RoIAlign are (x, 5) rows [batch_index, x1, y1, x2, y2] in resized-image pixels.
@@ -32,6 +39,7 @@ from mrcnn_edu.ops import (
     clip_boxes,
     decode_boxes,
     encode_boxes,
+    expand_boxes,
     fast_rcnn_loss,
     batch_mask_targets,
     mask_loss,
@@ -118,14 +126,16 @@ class RoIHeads(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, *, box_pool_size: int,
                  box_head_dim: int, mask_pool_size: int, mask_head_dim: int,
-                 mask_head_convs: int, mask_size: int, head_norm_groups: int,
-                 sampling_ratio: int, fg_iou_thresh: float, bg_iou_thresh: float,
-                 batch_size_per_image: int, positive_fraction: float, box_reg_weights,
-                 score_thresh: float, nms_thresh: float, detections_per_image: int):
+                 mask_head_convs: int, mask_size: int, mask_box_scale: float,
+                 head_norm_groups: int, sampling_ratio: int, fg_iou_thresh: float,
+                 bg_iou_thresh: float, batch_size_per_image: int, positive_fraction: float,
+                 box_reg_weights, score_thresh: float, nms_thresh: float,
+                 detections_per_image: int):
         super().__init__()
         # Settings only, no defaults: `Config` holds the one default of each.
         self.box_pool_size, self.mask_pool_size = box_pool_size, mask_pool_size
         self.mask_size, self.sampling_ratio = mask_size, sampling_ratio
+        self.mask_box_scale = mask_box_scale
         self.fg_iou_thresh, self.bg_iou_thresh = fg_iou_thresh, bg_iou_thresh
         self.batch_size_per_image, self.positive_fraction = batch_size_per_image, positive_fraction
         self.box_reg_weights = tuple(box_reg_weights)
@@ -143,7 +153,8 @@ class RoIHeads(nn.Module):
         return cls(in_channels, cfg.num_classes, box_pool_size=cfg.box_pool_size,
                    box_head_dim=cfg.box_head_dim, mask_pool_size=cfg.mask_pool_size,
                    mask_head_dim=cfg.mask_head_dim, mask_head_convs=cfg.mask_head_convs,
-                   mask_size=cfg.mask_size, head_norm_groups=cfg.head_norm_groups,
+                   mask_size=cfg.mask_size, mask_box_scale=cfg.mask_box_scale,
+                   head_norm_groups=cfg.head_norm_groups,
                    sampling_ratio=cfg.sampling_ratio, fg_iou_thresh=cfg.roi_fg_iou_thresh,
                    bg_iou_thresh=cfg.roi_bg_iou_thresh,
                    batch_size_per_image=cfg.roi_batch_size_per_image,
@@ -207,7 +218,8 @@ class RoIHeads(nn.Module):
     def detect(self, features, proposals, image_sizes) -> list[dict]:
         """Per image {boxes (D, 4) in resized pixels, labels (D,), scores (D,), masks (D, M, M)}.
 
-        masks are probabilities of the detected class; `BatchTransform.postprocess` pastes them.
+        masks are probabilities of the detected class over each box scaled by `mask_box_scale`;
+        `BatchTransform.postprocess` pastes them there.
         """
         rois = as_rois(proposals)  # (N_all, 5)
         roi_features = self.pool(features, rois, self.box_pool_size)  # (N_all, C, 7, 7)
@@ -219,7 +231,8 @@ class RoIHeads(nn.Module):
         detections = [self.select(*args) for args in
                       zip(proposals, scores, box_regression.split(counts), image_sizes)]
 
-        rois = as_rois([d["boxes"] for d in detections])  # (D_all, 5)
+        rois = as_rois([expand_boxes(d["boxes"], self.mask_box_scale)
+                        for d in detections])  # (D_all, 5)
         mask_features = self.pool(features, rois, self.mask_pool_size)  # (D_all, C, 14, 14)
         logits = self.mask_head(mask_features)  # (D_all, K1, M, M)
         labels = torch.cat([d["labels"] for d in detections])  # (D_all,)

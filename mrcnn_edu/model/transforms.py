@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mrcnn_edu.ops import paste_masks
+from mrcnn_edu.ops import expand_boxes, paste_masks
 from mrcnn_edu.reference.masks import MASK_THRESHOLD
 
 
@@ -106,14 +106,17 @@ class BatchTransform(nn.Module):
         return batch
 
     def postprocess(self, detections: list[dict], image_sizes, original_sizes,
-                    mask_threshold: float = MASK_THRESHOLD) -> list[dict]:
+                    mask_threshold: float = MASK_THRESHOLD,
+                    mask_box_scale: float = 1.0) -> list[dict]:
         """Boxes from resized to original pixels; mask probabilities (D, M, M) pasted into
-        the original image as uint8 (D, H, W)."""
+        the original image as uint8 (D, H, W), each into its box scaled by mask_box_scale
+        about its centre (the box the mask head saw; `RoIHeads.detect`)."""
         results = []
         for det, (h, w), (oh, ow) in zip(detections, image_sizes, original_sizes):
             scale = det["boxes"].new_tensor([ow / w, oh / h, ow / w, oh / h])
             boxes = det["boxes"] * scale  # (D, 4) original pixels
-            masks = paste_masks(det["masks"], boxes, (oh, ow), mask_threshold)  # (D, H, W) bool
+            mask_boxes = expand_boxes(boxes, mask_box_scale)  # (D, 4)
+            masks = paste_masks(det["masks"], mask_boxes, (oh, ow), mask_threshold)  # (D, H, W)
             results.append({"boxes": boxes, "labels": det["labels"], "scores": det["scores"],
                             "masks": masks.to(torch.uint8)})
         return results

@@ -4,7 +4,7 @@ torch tensors in, torch tensors out, on any device, float32 or float64; vectoris
 this is what the model in `mrcnn_edu.model` trains with.
 """
 
-from .boxes import box_area, box_iou, clip_boxes, remove_small_boxes
+from .boxes import box_area, box_iou, clip_boxes, expand_boxes, remove_small_boxes
 from .anchors import generate_anchors
 from .box_coder import encode_boxes, decode_boxes
 from .nms import nms, batched_nms

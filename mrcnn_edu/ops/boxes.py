@@ -4,9 +4,9 @@ Shape legend: N, M numbers of boxes; (H, W) an image size (height, width).
 Boxes are float (x1, y1, x2, y2) in input-image pixels, width = x2 - x1 (no +1).
 torch in, torch out, on the input's device and in its float dtype.
 
-Reference -> twin: box_area, box_iou, clip_boxes, remove_small_boxes -> the same names.
-The reference's `as_boxes` (shape check, integer -> float) has no twin here: these four are
-the model's innermost calls and take the boxes the model made.
+Reference -> twin: box_area, box_iou, clip_boxes, remove_small_boxes, expand_boxes -> the
+same names. The reference's `as_boxes` (shape check, integer -> float) has no twin here: these
+are the model's innermost calls and take the boxes the model made.
 """
 import torch
 
@@ -43,3 +43,12 @@ def remove_small_boxes(boxes, min_size):
     widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]  # (N,), (N,)
     keep = (widths >= min_size) & (heights >= min_size)  # (N,)
     return torch.nonzero(keep).flatten()  # (K,) int64
+
+
+def expand_boxes(boxes, scale):
+    """Torch twin of `mrcnn_edu.reference.boxes.expand_boxes`: same contract. (N, 4) -> (N, 4)."""
+    if scale == 1:
+        return boxes.clone()  # exact, as the reference
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2  # (N, 2)
+    half = (boxes[:, 2:] - boxes[:, :2]) * (scale / 2)  # (N, 2)
+    return torch.cat([centre - half, centre + half], dim=1)  # (N, 4)

@@ -4,7 +4,7 @@ numpy arrays in, numpy arrays out; numba where the algorithm is a loop; never im
 Each public name here has a torch twin of the same name in `mrcnn_edu.ops`.
 """
 
-from .boxes import box_area, box_iou, clip_boxes, remove_small_boxes
+from .boxes import box_area, box_iou, clip_boxes, expand_boxes, remove_small_boxes
 from .anchors import generate_anchors
 from .box_coder import encode_boxes, decode_boxes
 from .nms import nms, batched_nms

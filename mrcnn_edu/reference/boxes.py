@@ -1,4 +1,5 @@
-"""Boxes and IoU (lesson 01_boxes_and_iou): area, pairwise IoU, clipping, tiny-box removal.
+"""Boxes and IoU (lesson 01_boxes_and_iou): area, pairwise IoU, clipping, tiny-box removal,
+scaling about the centre.
 
 Shape legend: N, M numbers of boxes; (H, W) an image size (height, width).
 Boxes are float (x1, y1, x2, y2) in input-image pixels, width = x2 - x1 (no +1); a box with
@@ -73,3 +74,18 @@ def remove_small_boxes(boxes, min_size):
     widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]  # (N,), (N,)
     keep = (widths >= min_size) & (heights >= min_size)  # (N,)
     return np.flatnonzero(keep).astype(np.int64)
+
+
+def expand_boxes(boxes, scale):
+    """Each box with its width and height times `scale`, about the same centre (torchvision's
+    `expand_boxes`). boxes (N, 4) xyxy, scale > 0. Returns a new (N, 4) array.
+
+    Scale 1 returns an exact copy: centre +- half width would round the corners in the last
+    bit. The mask head uses it with `Config.mask_box_scale` (lesson 09).
+    """
+    boxes = as_boxes(boxes)
+    if scale == 1:
+        return boxes.copy()
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2  # (N, 2)
+    half = (boxes[:, 2:] - boxes[:, :2]) * (scale / 2)  # (N, 2)
+    return np.concatenate([centre - half, centre + half], axis=1)  # (N, 4)
