@@ -1,8 +1,9 @@
 """End to end: the tiny model memorises a handful of synthetic images (lesson 10's claim).
 
-Four shapes images, 128-pixel inputs, about a hundred SGD iterations on 2 CPU cores (a couple of
-minutes). Then box and mask AP50 on those same images must reach 0.9 by pycocotools and by our
-own evaluator. This is the test that says the whole pipeline learns: data, anchors, matching,
+Four shapes images, 128-pixel inputs, the half-width backbone, about a hundred SGD iterations on
+2 CPU cores (under a minute). Then box and mask AP50 on those same images must reach 0.9 by
+pycocotools and by our own evaluator (1.0 with this CPU's kernels, 0.988 with oneDNN's AVX and
+ATen's unvectorised ones). This is the test that says the whole pipeline learns: data, anchors, matching,
 sampling, RoIAlign, the five losses, the schedule, post-processing, mask pasting and evaluation.
 """
 import dataclasses
@@ -17,6 +18,7 @@ from mrcnn_edu.engine.train import train
 
 MEMORISE = dict(
     min_size=128, max_size=160,  # small inputs: a CPU iteration stays well under a second
+    backbone_width=32,  # the shapes preset's half-width ResNet-18: 1.4x fewer seconds per step
     lr=0.02, warmup_iters=20, max_iters=110, lr_steps=(90,), lr_gamma=0.1,
     hflip_prob=0.0,  # memorising: show the very images that are evaluated
     batch_size=2, checkpoint_every=1000, log_every=10, seed=0,
