@@ -98,10 +98,10 @@ plt.show()
 # - `mask_box_scale` 1.1, for inference only: the mask head reads each detection box widened by
 #   10% about its centre, and the mask is pasted into that wider box. A pasted mask never
 #   reaches past its box, so a box one pixel too tight would cut a row of pixels off the mask,
-#   and at 16 to 48 pixels a row is a lot of IoU. Training does not change: its RoIs are
-#   proposals, looser than the final boxes, so the head already knows objects that do not fill
-#   their box. On four trained models it raised val mask AP by 0.009 to 0.020 (torchvision and
-#   the paper use 1, the box itself);
+#   and at 16 to 48 pixels a row is a lot of IoU. Training does not change: its RoIs are mostly
+#   proposals, less exact than the final boxes and often larger than their object, so the head
+#   already knows objects that do not fill their box. On four trained models it raised val mask
+#   AP by 0.009 to 0.020 (torchvision and the paper use 1, the box itself);
 # - `warmup_iters` 30 and `max_iters` 700 for the preset; this lesson stops at 600 and divides
 #   the learning rate by 10 for the last fifth.
 #

@@ -77,7 +77,7 @@ print(f"{len(gt['images'])} images, {len(gt['annotations'])} objects "
 #    (`ops.paste_masks`, lesson 07): resized to the box and thresholded at 0.5 (the paper's).
 #    With `Config.mask_box_scale` above 1 (the `shapes` preset of lesson 10 uses 1.1), the mask
 #    head reads, and the mask is pasted into, the box widened by that factor about its centre,
-#    so that a box a pixel too tight does not cut its mask; 1, the default, is the paper's.
+#    so that a box a pixel too tight cuts its mask less; 1, the default, is the paper's.
 #
 # In training the mask head ran on the sampled foreground RoIs, in parallel with the box head
 # (lesson 09); at inference it runs after NMS, on fewer and better boxes. Step 4 in the model,

@@ -20,8 +20,9 @@ mask head runs on those final boxes.
 inference: with s > 1 it sees each detection box scaled by s about its centre, and the mask is
 pasted into that scaled box, so it can cover the pixels a box a little too tight leaves out
 (a mask never reaches past the box it is pasted into), at the price of a coarser grid (28
-cells over s x the box). Training is unchanged: its RoIs are proposals, looser than the final
-boxes, so the head has already learned to find an object that does not fill its box.
+cells over s x the box). Training is unchanged: its RoIs are mostly proposals, less exact than
+the final boxes and often larger than their object, so the head has already learned to find an
+object that does not fill its box.
 
 Shape legend: K1 = num_classes + 1 (background 0 and K classes), N proposals of one image,
 S sampled RoIs (all images), F foreground RoIs, D detections, C channels, M mask side (28).

@@ -81,7 +81,7 @@ def expand_boxes(boxes, scale):
     `expand_boxes`). boxes (N, 4) xyxy, scale > 0. Returns a new (N, 4) array.
 
     Scale 1 returns an exact copy: centre +- half width would round the corners in the last
-    bit. The mask head uses it with `Config.mask_box_scale` (lesson 09).
+    bit. The mask head uses it with `Config.mask_box_scale` (lessons 10 and 11).
     """
     boxes = as_boxes(boxes)
     if scale == 1:
