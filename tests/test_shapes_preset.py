@@ -31,6 +31,7 @@ def test_shapes_preset_is_tiny_at_the_data_size():
     assert cfg.min_size == 128  # the shapes are drawn at 128 x 128: no resizing
     assert cfg.output_dir == "runs/shapes"
     assert all(0 < step < cfg.max_iters for step in cfg.lr_steps)
+    assert cfg.copy_paste_prob > 0 and cfg.batch_size >= 2  # a paste needs a second image
     assert shapes.PRESET_SPLIT_SIZES["val"] >= 200  # AP on enough images never trained on
 
 
