@@ -5,7 +5,7 @@
 
 Each rung writes the seeded shapes dataset (seed 0, 128 x 128) with N training images and the
 same 200 validation images, trains lesson 10's recipe (`preset("shapes")` with --steps steps,
-lr x0.1 for the last fifth) on 2 images per step from the same random weights (seed 0), and
+lr x0.1 for the last fifth, 128 RoIs per image, no copy-paste) on 2 images per step from the same random weights (seed 0), and
 scores the model with pycocotools: box and mask AP50 on the validation images, which no rung trains on, and on the
 training images it saw (the first TRAIN_EVAL_IMAGES of them when there are more: a split's first
 n images do not depend on how many follow, so they are written once more as a split of their own).

@@ -193,7 +193,9 @@ def _subset() -> Config:
       the full run fitted better, train mask AP50 0.883 against 0.844 at width 64;
     - FPN and mask head at 32 channels too (`fpn_channels`, `mask_head_dim`): with a 32-channel
       layer1, a 64-channel FPN at stride 4 and the RPN conv on it cost as much as the backbone;
-      0.71x the time per step in the same run, train mask AP50 0.852 in a full run.
+      0.71x the time per step in the same run, train mask AP50 0.852 in a full run (AMD EPYC;
+      0.842 on an Intel Xeon with AVX2 kernels, 0.810 with its AVX-512 ones: the CPU's float
+      kernels move a from-scratch run this much).
     """
     return dataclasses.replace(
         _tiny(),
@@ -238,14 +240,15 @@ def _shapes() -> Config:
       channels) and 192-px inputs scored no better;
     - `mask_box_scale` 1.1 (inference only): the mask head reads and pastes over each detection
       box widened by 10%, so a box a pixel too tight cuts its mask less. On four trained
-      models val mask AP rose by 0.009 to 0.020 (the preset's own: 0.867 -> 0.876); 1.05 and
+      models val mask AP rose by 0.009 to 0.020 (the 700-step preset's: 0.867 -> 0.876); 1.05 and
       1.2 did less (the `subset` model's person masks lose with it: `subset` keeps 1).
     - 2000 steps of 64 RoIs per image with copy-paste (`copy_paste_prob` 0.5), not 700 of 128
       without: on a 2-core Intel Xeon (AVX-512), 700 steps took 1.9 minutes for the whole
       command and scored val AP50 0.969 / 0.971, mask AP 0.869; 1750 steps 0.986 / 0.986, mask
       AP 0.935; with copy-paste (small shapes lying on large ones were what it missed most)
       0.987 / 0.987, 0.944; 2000 steps 0.992 / 0.992, 0.946, and 64 RoIs made those steps
-      1.24x faster at the same AP (0.992 / 0.992, mask AP 0.947).
+      1.24x faster in the runs (1.05-1.09x in a loop of fixed batches) with val AP within 0.001
+      (0.992 / 0.992, mask AP 0.947).
     The whole command took 4.2 minutes on that Xeon with nothing else running, writing the data
     first: val box / mask AP50 0.992 / 0.992, mask AP 0.947 (AVX2 kernels on the same machine:
     0.990 / 0.990, 0.934). Slower 2-core machines take longer: an AMD EPYC (AVX2) trained the
@@ -260,8 +263,8 @@ def _shapes() -> Config:
         lr=1e-3,
         head_norm_groups=16,  # GroupNorm in the box and mask heads too, as in `subset`
         mask_box_scale=1.1,  # masks read and pasted over each box widened by 10% (inference)
-        roi_batch_size_per_image=64,  # half of tiny's: 1.24x faster steps, the same AP here
-        copy_paste_prob=0.5,  # shapes pasted over shapes: the overlaps the model missed most
+        roi_batch_size_per_image=64,  # half of tiny's: faster steps, the same val AP here
+        copy_paste_prob=0.5,  # the batch's other image's shapes pasted on top: more overlaps
         max_iters=2000,  # 4000 images seen: about 16 passes over the 256
         warmup_iters=30,
         lr_steps=(1600,),  # x 0.1 for the last 400 steps

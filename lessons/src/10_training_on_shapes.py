@@ -9,9 +9,10 @@
 # > and momentum of 0.9.
 #
 # That is days of GPU time on COCO. To watch every part learn in a few minutes on a CPU, we
-# shrink everything: synthetic images of squares, circles and triangles, the `shapes` preset
-# (a narrow ResNet-18 with GroupNorm from random weights, small heads, 128 pixels), 2 images per
-# step, 600 steps -- about three and a half minutes on 2 cores. Same model, same losses, same
+# shrink everything: synthetic images of squares, circles and triangles, a shortened `shapes`
+# preset (a narrow ResNet-18 with GroupNorm from random weights, small heads, 128 pixels), 2
+# images per step, 600 steps -- about a minute on a fast 2-core machine, four to five on a slow
+# one. Same model, same losses, same
 # engine as `python -m mrcnn_edu train`. The goal is a detector that works on images it never
 # saw, and then the question every small dataset raises: how many images does that take?
 # Code: `mrcnn_edu/engine/train.py`, `mrcnn_edu/data/shapes.py`, `mrcnn_edu/config.py`.
@@ -106,9 +107,9 @@ plt.show()
 #   (`copy_paste_prob` 0.5: half the training images get shapes of another image pasted over
 #   their own, so a small shape lying on a large one, the case the model missed most, is no
 #   longer rare) and 64 RoIs per image instead of 128 (`roi_batch_size_per_image`: faster steps,
-#   the same AP). That run takes about 4 minutes on 2 cores. This lesson keeps to about 2: it
-#   stops at 600 steps of tiny's 128 RoIs without copy-paste, and divides the learning rate by
-#   10 for the last fifth.
+#   the same AP). That run takes 4 minutes on a fast 2-core machine and about 10 on a slow one
+#   (docs/benchmarks.md). This lesson stops at 600 steps of tiny's 128 RoIs without copy-paste,
+#   under half of that, and divides the learning rate by 10 for the last fifth.
 #
 # Everything else (weight decay 1e-4, gradient clipping at 10, flips, the RPN and RoI sampling
 # of lessons 08-09) stays as it is:
@@ -248,7 +249,7 @@ print("there are more confident detections than objects")
 # The model finds most shapes of images it never saw (a confident box at IoU >= 0.5 with the
 # object), and in the pictures the masks follow the outlines. Some shapes also get a second box
 # with another class at a lower score (a "triangle" over a circle whose "circle" box scores
-# higher): "which shape" is still uncertain after 600 steps (the classifier loss, about 0.12 at
+# higher): "which shape" is still uncertain after 600 steps (the classifier loss, about 0.1 at
 # the end, is as large as the box and mask losses), and NMS runs per class, so both boxes stay.
 # COCO AP ranks each class's detections separately: the extra "triangle" is a false positive
 # among the triangles, and costs little as long as it scores below that class's true detections.
@@ -330,8 +331,9 @@ print(f"{len(train_set)} images: the gap under 0.1, val above 0.9; this lesson's
 # a triangle is. Each step up the ladder gives the same steps more variety to explain; by 64
 # images the val curve has nearly met the train curve, and from there on the model
 # **generalises**: what it learnt holds on new images. Past that point more images cost nothing
-# and buy little within 600 steps: the model is then limited by its steps, not its data (the
-# 2000-step `--preset shapes` run scores higher on the same 256 images).
+# and buy little within 600 steps: the model is then limited by its steps, not its data (1750
+# steps on the same 256 images reach val mask AP50 0.986, and 1024 images at 1750 steps do no
+# better: docs/benchmarks.md).
 #
 # Lesson 12 puts the real COCO photos on the same kind of picture. Shapes are simple: three
 # classes, flat colours, one scale. A person in a photo varies far more, so the turn from

@@ -129,8 +129,8 @@ print(f"{len(heights)} people: median height {np.median(heights):.0f} px after t
 #   step takes about two thirds of the time, and the full run fitted its photos better;
 # - `fpn_channels` and `mask_head_dim` 32: once layer1 has 32 channels, a 64-channel FPN at
 #   stride 4, with the RPN's conv on every level, costs as much as the whole backbone; at 32 a
-#   step takes 0.71 of the time, and the full run still fits its photos (train mask AP50 above
-#   0.84);
+#   step takes 0.71 of the time, and the full run still fits its photos (train mask AP50 0.81
+#   to 0.85: the same run differs by that much from one CPU's float kernels to another's);
 # - `head_norm_groups`: GroupNorm in the box and mask heads as well as in the backbone;
 # - `hflip_prob` 0: flips help a model generalise, but double what it must memorise;
 # - `max_iters` 2200 (about 58 passes over the 76 images), x0.1 at step 1800.
@@ -300,7 +300,7 @@ print(sorted(state), "iteration", state["iteration"], "classes", state["class_na
 # 160 steps on four images is a demonstration of the loop, not a detector: the train numbers
 # show how well 80 passes fitted four pictures, and the val numbers, on two images with six
 # people, show how little four pictures teach. The full `make train`
-# (2200 steps on 76 photos, about 15 to 20 minutes on 2 cores, by CPU) is the same loop, longer.
+# (2200 steps on 76 photos, about 10 to 20 minutes on 2 cores, by CPU) is the same loop, longer.
 # `docs/benchmarks.md` has its measured numbers; when you read its `metrics.json`:
 #
 # - **train vs val**: the train rows say how well the model fits what it saw, the val rows how
