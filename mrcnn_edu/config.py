@@ -194,8 +194,8 @@ def _subset() -> Config:
     - FPN and mask head at 32 channels too (`fpn_channels`, `mask_head_dim`): with a 32-channel
       layer1, a 64-channel FPN at stride 4 and the RPN conv on it cost as much as the backbone;
       0.71x the time per step in the same run, train mask AP50 0.852 in a full run (AMD EPYC;
-      0.842 on an Intel Xeon with AVX2 kernels, 0.810 with its AVX-512 ones: the CPU's float
-      kernels move a from-scratch run this much).
+      0.842 on an Intel Xeon with AVX2 kernels, 0.810 with its AVX-512 ones, 0.829 on an AMD
+      EPYC with AVX-512: the CPU's float kernels move a from-scratch run this much).
     """
     return dataclasses.replace(
         _tiny(),
