@@ -58,9 +58,11 @@ def optimizer_ms():
     return out
 
 
-def subset_batches(data_root, count):
-    """`count` batches of 2 person images of the subset, loaded once (no loading in the timing)."""
-    cfg = preset("subset")
+def subset_batches(data_root, count, cfg=None):
+    """`count` batches of 2 person images of the subset at the input size of `cfg` (default
+    preset("subset")), loaded once (no loading in the timing); returns (cfg with num_classes,
+    batches)."""
+    cfg = cfg or preset("subset")
     ds = CocoDataset(data_root, cfg.train_split, categories=cfg.categories,
                      transforms=ResizeToInput(cfg.min_size, cfg.max_size))
     keep = ds.indices_with_instances()

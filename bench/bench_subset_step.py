@@ -11,9 +11,8 @@ gets the same person images of the subset (loaded once, at its own input size, 2
 steps (forward, backward, AdamW) in turn with the others, in an order shuffled each round: the
 first model of a round runs slower (three copies of one variant in a fixed order measured 1.00 /
 0.83 / 0.79 of the first's time; rotating the order, 1.00 / 0.98 / 0.98), and a fixed sequence
-also favours some models by what runs before them (rotated, the 192-px variant that came right
-after the 256-px one measured 4-6% slower than the other in one order and 13% faster in the
-other). Means skip the first 2 steps (oneDNN creates its kernels there). Writes the section
+also favours some models by what runs before them (rotated, whichever 192-px variant came right
+after the 256-px one measured slower than the other: by 13% in one order, 4-6% in the other). Means skip the first 2 steps (oneDNN creates its kernels there). Writes the section
 `subset_step` of docs/benchmarks.md.
 """
 import argparse
@@ -21,18 +20,17 @@ import dataclasses
 import os
 import random
 import statistics
-import time
 
 import torch
 
 from _report import command_line, machine_line, write_section  # bench/ is on sys.path
+from bench_step_levers import step_seconds, subset_batches
 
 from mrcnn_edu.config import preset
-from mrcnn_edu.data import CocoDataset, resolve_data_root
+from mrcnn_edu.data import resolve_data_root
 from mrcnn_edu.engine.checkpoint import load_run_checkpoint
 from mrcnn_edu.engine.loop import make_optimizer
 from mrcnn_edu.model import MaskRCNN
-from mrcnn_edu.model.transforms import ResizeToInput
 
 SKIP = 2
 BEFORE = "256px"  # the variant the ratios are taken against: the preset before this one
@@ -48,32 +46,13 @@ VARIANTS = {
 }
 
 
-def variant_batches(data_root, config, count):
-    """`count` batches of 2 person images at the variant's input size, loaded once."""
-    ds = CocoDataset(data_root, config.train_split, categories=config.categories,
-                     transforms=ResizeToInput(config.min_size, config.max_size))
-    keep = ds.indices_with_instances()
-    batches = [[ds[keep[(2 * i + j) % len(keep)]] for j in range(2)] for i in range(count)]
-    return dataclasses.replace(config, num_classes=ds.num_classes), batches
-
-
-def one_step(model, optimizer, batch):
-    images, targets = zip(*batch)
-    start = time.perf_counter()
-    losses = model(list(images), list(targets))
-    optimizer.zero_grad(set_to_none=True)
-    sum(losses.values()).backward()
-    optimizer.step()
-    return time.perf_counter() - start
-
-
 def mean_step_seconds(data_root, steps, weights):
     """{variant: mean s per step}, the variants' models stepping in turn, order shuffled."""
     order = random.Random(0)
     runs = []
     for name, (_, changes) in VARIANTS.items():
         config = dataclasses.replace(preset("subset"), **changes)
-        config, batches = variant_batches(data_root, config, steps)
+        config, batches = subset_batches(data_root, steps, config)
         torch.manual_seed(0)
         model = MaskRCNN(config)
         if weights is not None:  # the same trained weights for every variant: no shape differs
@@ -81,7 +60,7 @@ def mean_step_seconds(data_root, steps, weights):
         runs.append((name, model.train(), make_optimizer(model, config), batches, []))
     for i in range(steps):
         for _, model, optimizer, batches, times in order.sample(runs, len(runs)):
-            times.append(one_step(model, optimizer, batches[i]))
+            times.append(step_seconds(model, optimizer, batches[i]))
     return {name: statistics.mean(times[SKIP:]) for name, *_, times in runs}
 
 
