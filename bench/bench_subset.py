@@ -67,7 +67,7 @@ def report_run(run, wall, load, command, notes="", threads=2):
 Command: `{command}` (= `python -m mrcnn_edu train --preset subset --output runs/coco_subset`)  
 Machine: {machine_line()}  
 Load average (1 min) during the run: {load}.  
-Preset `subset`: the `tiny` model (ResNet-18 + GroupNorm, FPN 64, 256-px shorter side), {head_norm};
+Preset `subset`: the `tiny` model (ResNet-18 + GroupNorm at width {config.get('backbone_width', 64)}, FPN {config['fpn_channels']}, {config['min_size']}-px shorter side, {config['rpn_pre_nms_top_n_train']} proposals per level before NMS), {head_norm};
 category **person** only, trained on {images}; {config['max_iters']} iterations of
 {config['batch_size']} images, {config.get('optimizer', 'sgd')} at lr {config['lr']} with
 {config['warmup_iters']} warm-up iterations and x{config['lr_gamma']} at {config['lr_steps']}, {flips}, seed {config['seed']}.

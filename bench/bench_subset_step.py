@@ -12,7 +12,8 @@ steps (forward, backward, AdamW) in turn with the others, in an order shuffled e
 first model of a round runs slower (three copies of one variant in a fixed order measured 1.00 /
 0.83 / 0.79 of the first's time; rotating the order, 1.00 / 0.98 / 0.98), and a fixed sequence
 also favours some models by what runs before them (rotated, whichever 192-px variant came right
-after the 256-px one measured slower than the other: by 13% in one order, 4-6% in the other). Means skip the first 2 steps (oneDNN creates its kernels there). Writes the section
+after the 256-px one measured slower than the other: by 13% in one order, 4-6% in the other).
+Means skip the first 2 steps (oneDNN creates its kernels there). Writes the section
 `subset_step` of docs/benchmarks.md.
 """
 import argparse

@@ -197,13 +197,14 @@ def _subset() -> Config:
       0.842 on an Intel Xeon with AVX2 kernels, 0.810 with its AVX-512 ones, 0.829 on an AMD
       EPYC with AVX-512: the CPU's float kernels move a from-scratch run this much);
     - a 192-pixel shorter side, 2700 steps instead of 2200, and 500 proposals per FPN level
-      before the RPN's NMS instead of tiny's 1000 (0.56 times the pixels, about half the
-      anchors): a step costs 0.62-0.67 of one at 256 pixels (bench/bench_subset_step.py), so
-      training takes about 0.8 of the time it took, and it fits better in every draw measured
-      (an AMD EPYC, default AVX-512 / AVX2 kernels / seed 1): train mask AP50 0.860 / 0.878 /
-      0.863 against 0.829 / 0.852 / 0.814 at 256 pixels, mask AP 0.485 / 0.496 / 0.487 against
-      0.435 / 0.439 / 0.428. With tiny's 1000 proposals the 192-pixel run scored 0.872 / 0.870
-      at 1.05x the step time; with 64 RoIs per image instead of 128, 0.798.
+      before the RPN's NMS instead of tiny's 1000 (0.56 times the pixels and the anchors): a
+      step costs 0.62-0.67 of one at 256 pixels (bench/bench_subset_step.py), and whole runs
+      took 0.88 of the time of the preset before (means of three runs each); it fits better in
+      every draw measured (an AMD EPYC, default AVX-512 / AVX2 kernels / seed 1): train mask
+      AP50 0.860 / 0.878 / 0.863 against 0.829 / 0.852 / 0.814 at 256 pixels, mask AP 0.485 /
+      0.496 / 0.487 against 0.435 / 0.439 / 0.428. With tiny's 1000 proposals the 192-pixel run
+      scored 0.872 / 0.870 at 1.04-1.07x the step time; with 64 RoIs per image instead of 128,
+      0.798.
     """
     return dataclasses.replace(
         _tiny(),
@@ -218,7 +219,7 @@ def _subset() -> Config:
         hflip_prob=0.0,
         min_size=192,  # tiny's 256 costs 1.5x per step and fitted less in more time
         max_size=384,
-        rpn_pre_nms_top_n_train=500,  # per FPN level before NMS: tiny's 1000 x the pixels
+        rpn_pre_nms_top_n_train=500,  # per FPN level before NMS: tiny's 1000 x 0.56, rounded
         max_iters=2700,  # ~71 passes over the 76 images
         warmup_iters=100,
         lr_steps=(2200,),  # x 0.1 for the last 500 steps

@@ -131,7 +131,8 @@ print(f"{len(heights)} people: median height {np.median(heights):.0f} px after t
 # - `fpn_channels` and `mask_head_dim` 32: once layer1 has 32 channels, a 64-channel FPN at
 #   stride 4, with the RPN's conv on every level, costs as much as the whole backbone; at 32 a
 #   step takes 0.71 of the time, and the full run still fits its photos (train mask AP50 0.81
-#   to 0.85: the same run differs by that much from one CPU's float kernels to another's);
+#   to 0.85 at 256 pixels: the same run differs by that much from one CPU's float kernels to
+#   another's);
 # - `head_norm_groups`: GroupNorm in the box and mask heads as well as in the backbone;
 # - `hflip_prob` 0: flips help a model generalise, but double what it must memorise;
 # - `min_size` 192 and `max_size` 384 instead of 256 and 512: 0.56 times the pixels; with 500
@@ -232,7 +233,7 @@ print("the RoI box loss at iterations 71-80 is more than 1.5 times its start")
 
 # %% [markdown]
 # Objectness ("is there a person here?") falls the most, from ln 2 to a few hundredths; the RoI
-# box loss grows from about 0.2 to about 0.45 and comes down only slowly, because the better the
+# box loss grows from about 0.2 to about 0.5 and comes down only slowly, because the better the
 # RPN gets, the more foreground RoIs the box head has to regress.
 #
 # **`loss_curve.png`** -- the same losses drawn (thin: every iteration, thick: a running mean).
@@ -305,7 +306,7 @@ print(sorted(state), "iteration", state["iteration"], "classes", state["class_na
 # 160 steps on four images is a demonstration of the loop, not a detector: the train numbers
 # show how well 80 passes fitted four pictures, and the val numbers, on two images with six
 # people, show how little four pictures teach. The full `make train`
-# (2700 steps on 76 photos, about 5 to 20 minutes on 2 cores, by CPU) is the same loop, longer.
+# (2700 steps on 76 photos, about 6 to 20 minutes on 2 cores, by CPU) is the same loop, longer.
 # `docs/benchmarks.md` has its measured numbers; when you read its `metrics.json`:
 #
 # - **train vs val**: the train rows say how well the model fits what it saw, the val rows how
