@@ -43,8 +43,9 @@ test: $(STAMP)
 # kernels by instruction set, so a trained number that holds for one CPU's kernels only fails here
 # (CI runs this after `make test`). Lesson 12 is the one with the thinnest margin (train box AP50
 # 0.705 with AVX-512 kernels, 0.745 under SSE4.1 ones, against its claim of > 0.5); lesson 10
-# passes under this set and the AVX2 one below too (`make test-kernels KERNEL_LESSONS=lessons/10_training_on_shapes.ipynb`,
-# 2.5 and 2.0 minutes on a 2-core AMD EPYC with AVX-512), and is left out of CI
+# passes under this set and the AVX2 one below too
+# (`make test-kernels KERNEL_LESSONS=lessons/10_training_on_shapes.ipynb`, 2.5 and 2.0 minutes
+# on a 2-core AMD EPYC with AVX-512), and is left out of CI
 # to keep the suite under 15 minutes. The default set, oneDNN's AVX (not AVX2) convolutions and
 # ATen's unvectorised kernels, differs from what any AVX2 or AVX-512 machine uses by itself, at
 # about the same speed (SSE41 convolutions also pass, 1.3x slower). Another set:

@@ -38,7 +38,8 @@ BEFORE = "256px"  # the variant the ratios are taken against: the preset before 
 
 # name -> (what it is, fields changed from preset("subset"))
 VARIANTS = {
-    "preset": ("the preset: 192 px, 500 proposals per level before NMS", {}),
+    "preset": (f"the preset: {preset('subset').min_size} px, "
+               f"{preset('subset').rpn_pre_nms_top_n_train} proposals per level before NMS", {}),
     "1000_proposals": ("192 px, 1000 proposals per level (tiny's)",
                        dict(rpn_pre_nms_top_n_train=1000)),
     BEFORE: ("256 px, 1000 proposals per level, 2200 steps: the preset before",
@@ -67,6 +68,7 @@ def mean_step_seconds(data_root, steps, weights):
 
 def to_markdown(results, loads):
     sources = list(results)
+    before_steps = dataclasses.replace(preset("subset"), **VARIANTS[BEFORE][1]).max_iters
     lines = ["## A training step of `subset`: input size and proposals (CPU)", "",
              f"Command: `{command_line()}`  ", f"Machine: {machine_line()}  ",
              f"Load average (1 min) at start / end: {loads[0]:.1f} / {loads[1]:.1f} (the "
@@ -79,7 +81,6 @@ def to_markdown(results, loads):
         steps = dataclasses.replace(preset("subset"), **changes).max_iters
         ratios = [r[name] / r[BEFORE] for r in results.values()]
         cells = [f"{r[name]:.3f} ({ratio:.2f})" for r, ratio in zip(results.values(), ratios)]
-        before_steps = dataclasses.replace(preset("subset"), **VARIANTS[BEFORE][1]).max_iters
         scaled = [ratio * steps / before_steps for ratio in ratios]
         lines.append(f"| `{name}` | {what} | {steps} | " + " | ".join(cells)
                      + f" | {min(scaled):.2f}-{max(scaled):.2f}x |")

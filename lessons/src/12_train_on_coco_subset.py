@@ -111,8 +111,8 @@ print(f"{len(heights)} people: median height {np.median(heights):.0f} px after t
 # person 20 pixels wide in a typical photo is 9 pixels wide for the model: two cells of the
 # stride-4 map P2, the finest map the heads read. Half the people here are under 32 pixels tall
 # after the resize, a quarter under 16: for the model they are as small as COCO's "small" objects
-# (area under 32 x 32), the hardest for any detector. (Section 2 says why `make train` still
-# chooses 192 pixels over 256.)
+# (area under 32 x 32), the hardest for any detector. (Section 2 says why `make train` takes
+# 192 pixels all the same, not 256.)
 #
 # ## 2. The recipe: the `subset` preset
 #
